@@ -240,7 +240,69 @@ class SliceFile final : public File {
   std::string name_;
 };
 
+class MemoryFile final : public File {
+ public:
+  MemoryFile(std::vector<uint8_t> bytes, std::string name)
+      : bytes_(std::move(bytes)), name_(std::move(name)) {}
+
+  const std::string& path() const override { return name_; }
+
+  Status ReadAt(uint64_t offset, std::span<uint8_t> buf) const override {
+    if (offset > bytes_.size() || buf.size() > bytes_.size() - offset) {
+      return Status::Corrupt(name_ + ": short read at " + Hex(offset) + ": wanted " +
+                             std::to_string(buf.size()) + " bytes, file is " +
+                             std::to_string(bytes_.size()) + " bytes");
+    }
+    if (!buf.empty()) std::memcpy(buf.data(), bytes_.data() + offset, buf.size());
+    return Status::Ok();
+  }
+  Result<size_t> ReadSomeAt(uint64_t offset, std::span<uint8_t> buf) const override {
+    if (offset >= bytes_.size()) return size_t{0};
+    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), bytes_.size() - offset));
+    std::memcpy(buf.data(), bytes_.data() + offset, n);
+    return n;
+  }
+  Status WriteAt(uint64_t offset, std::span<const uint8_t> data) override {
+    if (offset + data.size() > kMaxSize) return Status::TooLarge(name_ + ": memory file cap");
+    if (offset + data.size() > bytes_.size()) bytes_.resize(offset + data.size());
+    if (!data.empty()) std::memcpy(bytes_.data() + offset, data.data(), data.size());
+    return Status::Ok();
+  }
+  Result<uint64_t> Size() const override { return static_cast<uint64_t>(bytes_.size()); }
+  Status Truncate(uint64_t size) override {
+    if (size > kMaxSize) return Status::TooLarge(name_ + ": memory file cap");
+    bytes_.resize(size);
+    return Status::Ok();
+  }
+  Status Sync() override { return Status::Ok(); }
+  Status PunchHole(uint64_t offset, uint64_t length) override {
+    if (offset < bytes_.size()) {
+      uint64_t end = std::min<uint64_t>(bytes_.size(), offset + length);
+      std::memset(bytes_.data() + offset, 0, end - offset);
+    }
+    return Status::Ok();
+  }
+  Status Allocate(uint64_t offset, uint64_t length) override {
+    if (offset + length > bytes_.size()) return Truncate(offset + length);
+    return Status::Ok();
+  }
+  Status DataRanges(uint64_t offset, uint64_t length,
+                    std::vector<std::pair<uint64_t, uint64_t>>* out) const override {
+    out->assign(1, {offset, offset + length});
+    return Status::Ok();
+  }
+
+ private:
+  static constexpr uint64_t kMaxSize = 1ull << 30;
+  std::vector<uint8_t> bytes_;
+  std::string name_;
+};
+
 }  // namespace
+
+std::unique_ptr<File> NewMemoryFile(std::vector<uint8_t> bytes, std::string name) {
+  return std::make_unique<MemoryFile>(std::move(bytes), std::move(name));
+}
 
 std::unique_ptr<File> NewSliceFile(std::shared_ptr<File> base, uint64_t offset, uint64_t length,
                                    std::string name) {

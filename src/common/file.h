@@ -73,6 +73,9 @@ class Env {
 std::unique_ptr<File> NewSliceFile(std::shared_ptr<File> base, uint64_t offset, uint64_t length,
                                    std::string name);
 
+// An in-memory file holding `bytes` (fuzz targets and unit tests). Writes grow it.
+std::unique_ptr<File> NewMemoryFile(std::vector<uint8_t> bytes, std::string name);
+
 // The process-wide real filesystem. Never null; lives forever.
 Env* PosixEnv();
 
