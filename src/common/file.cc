@@ -197,6 +197,12 @@ class RealEnv final : public Env {
     if (::realpath(path.c_str(), buf) == nullptr) return ErrnoStatus(path + ": resolve", errno);
     return std::string(buf);
   }
+
+  Result<int64_t> ModifiedTimeNanos(const std::string& path) override {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return ErrnoStatus(path + ": stat", errno);
+    return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  }
 };
 
 class SliceFile final : public File {

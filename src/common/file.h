@@ -66,6 +66,8 @@ class Env {
   virtual Status Rename(const std::string& from, const std::string& to) = 0;
   // Absolute, symlink-free path of an existing file.
   virtual Result<std::string> RealPath(const std::string& path) = 0;
+  // Last modification time in nanoseconds since the epoch.
+  virtual Result<int64_t> ModifiedTimeNanos(const std::string& path) = 0;
 };
 
 // A read-only window [offset, offset+length) of `base`, seen as a whole file named `name`

@@ -1,0 +1,22 @@
+// `ferry`: the command line. Offline disk tools today (convert, inspect, compare); the
+// management commands over ferryd's REST API join them as the server lands.
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"ferry: move virtual machines and their disks"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "ferry 0.1.0");
+  int exit_code = 0;
+  ferry::cli::AddConvertCommand(app, &exit_code);
+  ferry::cli::AddInspectCommand(app, &exit_code);
+  ferry::cli::AddCompareCommand(app, &exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;  // usage errors: exit 2, like kInvalidArgument
+  }
+  return exit_code;
+}
