@@ -1,4 +1,6 @@
 // ferry convert: copy/convert a disk image, resumable, with manifest and progress.
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -94,6 +96,9 @@ int RunConvertCommand(const ConvertArgs& a) {
     return ReportError(*mode, "convert", s);
   }
   const CopyProgress& p = outcome->copy.progress;
+  struct rusage usage {};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const uint64_t peak_rss = static_cast<uint64_t>(usage.ru_maxrss) * 1024;
   if (*mode == OutputMode::kJson) {
     nlohmann::json j = {{"event", "result"},
                         {"target", outcome->target},
@@ -106,12 +111,15 @@ int RunConvertCommand(const ConvertArgs& a) {
                         {"zero_bytes", p.zero_bytes},
                         {"seconds", p.elapsed_seconds},
                         {"checkpoints", p.checkpoints},
-                        {"verified", outcome->verified}};
+                        {"verified", outcome->verified},
+                        {"peak_rss_bytes", peak_rss}};
     if (outcome->copy.disk_sha256) j["disk_sha256"] = ToHex(*outcome->copy.disk_sha256);
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::fprintf(stderr, "%s: %s %s in %s%s%s\n", a.target.c_str(), a.target_format.c_str(),
-                 FormatBytes(p.virtual_size).c_str(), FormatDuration(p.elapsed_seconds).c_str(),
+    std::fprintf(stderr, "%s: %s %s in %s, read %s, peak memory %s%s%s\n", a.target.c_str(),
+                 a.target_format.c_str(), FormatBytes(p.virtual_size).c_str(),
+                 FormatDuration(p.elapsed_seconds).c_str(), FormatBytes(p.read_bytes).c_str(),
+                 FormatBytes(peak_rss).c_str(),
                  outcome->resumed ? (", resumed at " + FormatBytes(p.start_bytes)).c_str() : "",
                  outcome->verified ? ", verified" : "");
   }
