@@ -100,6 +100,11 @@ class PosixFile final : public File {
     return Status::Ok();
   }
 
+  void StartWriteback(uint64_t offset, uint64_t length) override {
+    ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
+                      SYNC_FILE_RANGE_WRITE);
+  }
+
   Status PunchHole(uint64_t offset, uint64_t length) override {
     if (length == 0) return Status::Ok();
     if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),

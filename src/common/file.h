@@ -38,6 +38,9 @@ class File {
   virtual Status Truncate(uint64_t size) = 0;
   // Makes the length and data durable (fdatasync).
   virtual Status Sync() = 0;
+  // Starts writing [offset, offset+length) back to storage without waiting, so that a later
+  // Sync() has little left to do. A hint: may do nothing.
+  virtual void StartWriteback(uint64_t offset, uint64_t length) {}
   // Deallocates [offset, offset+length) so it reads as zeros, keeping the size. Falls back
   // to writing zeros where the filesystem cannot punch holes.
   virtual Status PunchHole(uint64_t offset, uint64_t length) = 0;

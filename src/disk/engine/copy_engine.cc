@@ -139,7 +139,6 @@ class CopyRun {
     }
     next_dispatch_ = committed_;
     start_bytes_ = std::min(committed_ * chunk_, size_);
-    last_checkpoint_bytes_ = start_bytes_;
     return Status::Ok();
   }
 
@@ -317,9 +316,10 @@ class CopyRun {
     return Status::Ok();
   }
 
+  // Due after checkpoint_bytes of data read (the re-copy a crash would cost) or
+  // checkpoint_seconds, whichever comes first.
   bool CheckpointDue() {
-    uint64_t done = std::min(committed_ * chunk_, size_);
-    if (done - last_checkpoint_bytes_ >= options_.checkpoint_bytes) return true;
+    if (read_bytes_.load() - last_checkpoint_bytes_ >= options_.checkpoint_bytes) return true;
     double since = NanosToSeconds(options_.clock->NowNanos() - last_checkpoint_ns_);
     return since >= options_.checkpoint_seconds;
   }
@@ -337,7 +337,7 @@ class CopyRun {
                               chunk_hashes_.end());
     }
     FERRY_TRY(options_.journal->Append(std::move(rec)));
-    last_checkpoint_bytes_ = std::min(committed_ * chunk_, size_);
+    last_checkpoint_bytes_ = read_bytes_.load();
     last_checkpoint_ns_ = options_.clock->NowNanos();
     ++checkpoints_;
     return Status::Ok();

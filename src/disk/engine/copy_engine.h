@@ -47,7 +47,7 @@ struct CopyOptions {
   uint64_t chunk_size = 4ull << 20;  // rounded up to a multiple of the sink granularity
   int workers = 4;
   int window = 0;                    // chunks in flight; 0: 2 x workers
-  uint64_t checkpoint_bytes = 1ull << 30;   // virtual bytes between checkpoints
+  uint64_t checkpoint_bytes = 1ull << 30;   // data bytes read between checkpoints
   double checkpoint_seconds = 30;           // or this long, whichever comes first
   uint64_t rate_limit = 0;           // bytes/s read from the source, 0 = unlimited
   bool hash = false;                 // per-chunk and whole-disk SHA-256 of the virtual disk

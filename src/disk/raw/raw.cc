@@ -63,7 +63,9 @@ class RawSink final : public BlockSink {
   bool zero_initialized() const override { return zero_initialized_; }
 
   Status Write(uint64_t offset, std::span<const uint8_t> data) override {
-    return file_->WriteAt(offset, data);
+    FERRY_TRY(file_->WriteAt(offset, data));
+    file_->StartWriteback(offset, data.size());
+    return Status::Ok();
   }
   Status WriteZeroes(uint64_t offset, uint64_t length) override {
     return file_->PunchHole(offset, length);
