@@ -1,0 +1,18 @@
+# Generates a C++ source holding every schema/NNNN_*.sql file in order, so the binaries
+# carry their migrations. Invoked at build time: cmake -DSCHEMA_DIR=... -DOUT=... -P this.
+file(GLOB sql_files "${SCHEMA_DIR}/[0-9][0-9][0-9][0-9]_*.sql")
+list(SORT sql_files)
+set(body "// Generated from src/store/schema/*.sql by embed_schema.cmake. Do not edit.\n")
+string(APPEND body "#include \"store/schema.h\"\n\nnamespace ferry {\n\n")
+string(APPEND body "const std::vector<SchemaMigration>& SchemaMigrations() {\n")
+string(APPEND body "  static const std::vector<SchemaMigration> kAll = {\n")
+foreach(f ${sql_files})
+  get_filename_component(name "${f}" NAME_WE)
+  string(SUBSTRING "${name}" 0 4 num)
+  math(EXPR version "${num}")
+  file(READ "${f}" sql)
+  string(APPEND body "    {${version}, \"${name}\", R\"ferrysql(${sql})ferrysql\"},\n")
+endforeach()
+string(APPEND body "  };\n  return kAll;\n}\n\n}  // namespace ferry\n")
+file(WRITE "${OUT}.tmp" "${body}")
+execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different "${OUT}.tmp" "${OUT}")
