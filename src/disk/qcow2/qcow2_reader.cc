@@ -95,22 +95,24 @@ class Qcow2Source final : public BlockSource {
   const size_t cache_capacity_;
 
   mutable std::mutex cache_mu_;
+  // L2 tables by host offset, most recently used first.
   mutable std::list<std::pair<uint64_t, std::shared_ptr<const L2Table>>> lru_;  // GUARDED_BY(cache_mu_)
   mutable std::unordered_map<uint64_t, decltype(lru_)::iterator> cache_;  // GUARDED_BY(cache_mu_)
 };
 
 Result<std::shared_ptr<const Qcow2Source::L2Table>> Qcow2Source::GetL2(uint64_t l1_index) const {
+  const uint64_t entry = l1_[l1_index];
+  const uint64_t off = entry & qcow2::kOffsetMask;
+  if (off == 0) return std::shared_ptr<const L2Table>();
   {
+    // Keyed by the table's host offset: hostile L1 tables may point many entries at one table.
     std::lock_guard<std::mutex> lock(cache_mu_);
-    auto it = cache_.find(l1_index);
+    auto it = cache_.find(off);
     if (it != cache_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);
       return it->second->second;
     }
   }
-  const uint64_t entry = l1_[l1_index];
-  const uint64_t off = entry & qcow2::kOffsetMask;
-  if (off == 0) return std::shared_ptr<const L2Table>();
   uint64_t end = 0;
   if (off % h_.cluster_size != 0) {
     return Status::Corrupt(path_ + ": L2 table at " + Hex(off) + " (L1 entry " +
@@ -128,10 +130,10 @@ Result<std::shared_ptr<const Qcow2Source::L2Table>> Qcow2Source::GetL2(uint64_t 
   for (size_t i = 0; i < table->size(); ++i) (*table)[i] = LoadBE64(raw.data() + 8 * i);
 
   std::lock_guard<std::mutex> lock(cache_mu_);
-  auto it = cache_.find(l1_index);
+  auto it = cache_.find(off);
   if (it != cache_.end()) return it->second->second;  // another thread loaded it meanwhile
-  lru_.emplace_front(l1_index, table);
-  cache_[l1_index] = lru_.begin();
+  lru_.emplace_front(off, table);
+  cache_[off] = lru_.begin();
   while (lru_.size() > cache_capacity_) {
     cache_.erase(lru_.back().first);
     lru_.pop_back();
@@ -371,19 +373,38 @@ ImageInfo Qcow2Source::info() const {
   info.file_size = file_size_;
   info.cluster_size = static_cast<uint32_t>(h_.cluster_size);
   info.files = {path_};
-  // Guest bytes this layer maps (data and compressed clusters), from the L2 tables only.
-  uint64_t pos = 0;
-  while (pos < h_.size) {
-    Run run;
-    Status s = MapRun(pos, h_.size - pos, &run);
+  // Guest bytes this layer maps (data and compressed clusters), from the L2 tables only,
+  // counted once per distinct table (the last, partial one separately).
+  std::unordered_map<uint64_t, uint64_t> per_table;
+  for (uint64_t i = 0; i < l1_.size(); ++i) {
+    const uint64_t base = i * l2_coverage_;
+    const uint64_t len = std::min(l2_coverage_, h_.size - base);
+    const uint64_t off = l1_[i] & qcow2::kOffsetMask;
+    if (off == 0) continue;
+    const bool whole = len == l2_coverage_;
+    if (whole) {
+      auto it = per_table.find(off);
+      if (it != per_table.end()) {
+        info.allocated_bytes += it->second;
+        continue;
+      }
+    }
+    uint64_t count = 0;
+    Status s;
+    for (uint64_t pos = base; pos < base + len && s.ok();) {
+      Run run;
+      s = MapRun(pos, base + len - pos, &run);
+      if (s.ok() && (run.kind == RunKind::kData || run.kind == RunKind::kCompressed)) {
+        count += run.length;
+      }
+      pos += run.length;
+    }
     if (!s.ok()) {
       info.problems.push_back("counting allocated clusters: " + s.ToString());
       break;
     }
-    if (run.kind == RunKind::kData || run.kind == RunKind::kCompressed) {
-      info.allocated_bytes += run.length;
-    }
-    pos += run.length;
+    if (whole) per_table[off] = count;
+    info.allocated_bytes += count;
   }
   if (backing_) {
     ImageInfo parent = backing_->info();
