@@ -145,6 +145,10 @@ void KillAndResume(const std::string& target_format, int seeds) {
     if (r.output.find("\"resumed\":true") != std::string::npos) ++resumed_mid_copy;
     EXPECT_EQ(testing::QemuImgCompare(dir.Join("src.raw"), dst, "raw", target_format), 0)
         << "seed " << seed;
+    if (target_format == "qcow2" || target_format == "vhdx" || target_format == "vmdk") {
+      auto check = testing::Run("qemu-img check -q -f " + target_format + " " + ShellQuote(dst));
+      EXPECT_EQ(check.exit_code, 0) << "seed " << seed << ": " << check.output;
+    }
     auto sum = testing::Run("sha256sum " + ShellQuote(dir.Join("src.raw")));
     auto manifest = testing::ReadFileBytes(dst + ".manifest");
     std::string text(manifest.begin(), manifest.end());
@@ -156,6 +160,7 @@ void KillAndResume(const std::string& target_format, int seeds) {
 }
 
 TEST(ConvertCliTest, KillNineThenResumeGivesIdenticalRaw) { KillAndResume("raw", 8); }
+TEST(ConvertCliTest, KillNineThenResumeGivesIdenticalQcow2) { KillAndResume("qcow2", 8); }
 
 }  // namespace
 }  // namespace ferry

@@ -67,7 +67,10 @@ std::string FerryBinary() {
   return std::string(d ? d : FERRY_BINARY_DIR_DEFAULT) + "/src/cli/ferry";
 }
 
-std::string SharedCorpusDir() { return SourceDir() + "/../shared/corpus"; }
+std::string SharedCorpusDir() {
+  const char* d = std::getenv("FERRY_SHARED_DIR");
+  return std::string(d ? d : SourceDir() + "/../shared") + "/corpus";
+}
 
 bool WritePatternRaw(const std::string& path, const PatternSpec& spec) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
