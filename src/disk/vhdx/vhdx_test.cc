@@ -1,0 +1,5 @@
+#include "disk/vhdx/vhdx.h"
+
+#include <gtest/gtest.h>
+
+TEST(VhdxTest, Placeholder) {}
