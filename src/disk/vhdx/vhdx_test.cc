@@ -435,6 +435,47 @@ TEST(VhdxReaderTest, ReplaysPendingLogInMemoryOnly) {
   EXPECT_EQ(testing::QemuImgCompare(copy, expect_path, "vhdx", "raw"), 0);
 }
 
+TEST(VhdxReaderTest, ReplaysALogEntryWrittenByQemu) {
+  // qemu logs each BAT update, then flushes it and clears the header's log GUID. Re-arming
+  // the GUID of its last entry and undoing that entry's BAT change in the file makes a
+  // pending log that only a correct replay of qemu's own encoding can resolve.
+  TempDir dir;
+  std::string img = dir.Join("q.vhdx");
+  ASSERT_EQ(Sh("qemu-img create -q -f vhdx -o block_size=1M " + ShellQuote(img) + " 8M").exit_code,
+            0);
+  auto w = Sh("qemu-io -c 'write -P 0x55 1M 64k' -c 'write -P 0x66 5M 4k' " + ShellQuote(img));
+  ASSERT_EQ(w.exit_code, 0) << w.output;
+  std::string expect_path = dir.Join("expect.raw");
+  ASSERT_EQ(Sh("qemu-img convert -O raw " + ShellQuote(img) + " " + ShellQuote(expect_path))
+                .exit_code,
+            0);
+  auto bytes = ReadFileBytes(img);
+  auto h = vx::DecodeHeader(std::span<const uint8_t>(bytes).subspan(vx::kHeader2Offset, 4096));
+  ASSERT_TRUE(h.ok());
+  uint64_t best = 0, best_seq = 0;
+  for (uint64_t s = h->log_offset; s < h->log_offset + h->log_length; s += 4096) {
+    if (std::memcmp(bytes.data() + s, "loge", 4) == 0 && LoadLE64(bytes.data() + s + 16) > best_seq) {
+      best = s;
+      best_seq = LoadLE64(bytes.data() + s + 16);
+    }
+  }
+  ASSERT_GE(best_seq, 2u) << "qemu wrote no log entries";
+  vx::Guid guid = vx::Guid::Load(bytes.data() + best + 32);
+  uint64_t bat_sector = LoadLE64(bytes.data() + best + 64 + 16);
+  ASSERT_EQ(vx::BatState(LoadLE64(bytes.data() + bat_sector + 8 * 5)), 6);
+  PatchFile(img, bat_sector + 8 * 5, std::vector<uint8_t>(8, 0));
+  SetLogGuid(img, guid);
+  auto src = OpenV(img);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  ExpectSameAsTruth(src->get(), ReadFileBytes(expect_path));
+  SetLogGuid(img, vx::Guid());  // without the replay, block 5 is gone
+  auto unreplayed = OpenV(img);
+  ASSERT_TRUE(unreplayed.ok());
+  std::vector<uint8_t> b(4096);
+  ASSERT_TRUE((*unreplayed)->Read(5 * kMiB, b).ok());
+  EXPECT_TRUE(IsAllZero(b.data(), b.size()));
+}
+
 TEST(VhdxReaderTest, LogGuidWithoutEntriesIsAProblemNotAnError) {
   TempDir dir;
   std::string truth = MakeTruth(dir, 4 * kMiB, 9);
