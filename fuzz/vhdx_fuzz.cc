@@ -35,7 +35,7 @@ std::vector<uint8_t> Expand(const uint8_t* data, size_t size) {
     len = std::min(len, size - p);
     if (off + len > kMaxSparseFile) break;
     if (file.size() < off + len) file.resize(off + len, 0);
-    std::memcpy(file.data() + off, data + p, len);
+    if (len > 0) std::memcpy(file.data() + off, data + p, len);
     p += len;
   }
   return file;

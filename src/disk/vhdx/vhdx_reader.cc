@@ -49,6 +49,7 @@ class LoggedFile {
                              std::to_string(buf.size()) + " bytes) lies past the end of the file (" +
                              Hex(size_) + ")");
     }
+    if (buf.empty()) return Status::Ok();
     uint64_t in_file = off < real_size_ ? std::min<uint64_t>(buf.size(), real_size_ - off) : 0;
     if (in_file > 0) {
       FERRY_TRY_CTX(file_->ReadAt(off, buf.first(in_file)), "read " + what);

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <atomic>
 #include <functional>
+#include <thread>
 
 #include "common/bytes.h"
 #include "common/checksum.h"
@@ -229,6 +231,51 @@ TEST(VhdxWriterTest, UnfinishedImageIsNotAValidVhdx) {
   EXPECT_EQ(src.status().code(), ErrorCode::kCorrupt);
   EXPECT_TRUE(Contains(src.status().message(), "no valid VHDX header"));
   EXPECT_NE(Sh("qemu-img info -f vhdx " + ShellQuote(img)).exit_code, 0);
+}
+
+TEST(VhdxWriterTest, ParallelWritesAndReads) {
+  TempDir dir;
+  const uint64_t size = 24 * kMiB;
+  std::string truth = MakeTruth(dir, size, 31, 0.7);
+  auto truth_bytes = ReadFileBytes(truth);
+  std::string img = dir.Join("par.vhdx");
+  CreateOptions opts;
+  opts.size = size;
+  opts.cluster_size = kMiB;
+  auto sink = CreateVhdx(img, opts);
+  ASSERT_TRUE(sink.ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t b = t; b < size / kMiB; b += 4) {
+        std::span<const uint8_t> piece(truth_bytes.data() + b * kMiB, kMiB);
+        if (IsAllZero(piece.data(), piece.size())) continue;
+        if (!(*sink)->Write(b * kMiB, piece).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(failures, 0);
+  ASSERT_TRUE((*sink)->Finalize().ok());
+  EXPECT_EQ(testing::QemuImgCompare(img, truth, "vhdx", "raw"), 0);
+  auto src = OpenV(img);
+  ASSERT_TRUE(src.ok());
+  threads.clear();
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> buf(kMiB + 4096);
+      for (uint64_t off = t * 4096; off + buf.size() <= size; off += 3 * kMiB + 512) {
+        std::vector<Extent> ext;
+        if (!(*src)->Extents(off, buf.size(), &ext).ok() || !(*src)->Read(off, buf).ok() ||
+            std::memcmp(buf.data(), truth_bytes.data() + off, buf.size()) != 0) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures, 0);
 }
 
 TEST(VhdxWriterTest, RejectsBadOptions) {

@@ -299,13 +299,22 @@ Result<std::unique_ptr<BlockSink>> ResumeVhdx(const std::string& path,
   std::vector<uint8_t> bat_bytes(l.bat_entries * 8);
   FERRY_TRY(file->ReadAt(kBatOffset, bat_bytes));
   std::vector<uint64_t> bat(l.bat_entries);
+  std::vector<bool> used((file_end - l.first_payload) / l.block_size, false);
   for (uint64_t i = 0; i < l.bat_entries; ++i) {
     uint64_t e = LoadLE64(bat_bytes.data() + 8 * i);
+    uint64_t off = BatOffset(e), end;
     // Mappings written by a later checkpoint than this one point past its end of file.
-    if (BatState(e) == uint8_t(PayloadState::kFullyPresent) && BatOffset(e) >= l.first_payload &&
-        BatOffset(e) + l.block_size <= file_end) {
-      bat[i] = e;
+    if (BatState(e) != uint8_t(PayloadState::kFullyPresent) || off < l.first_payload ||
+        !CheckedAdd(off, l.block_size, &end) || end > file_end) {
+      continue;
     }
+    uint64_t slot = (off - l.first_payload) / l.block_size;
+    if ((off - l.first_payload) % l.block_size != 0 || used[slot]) {
+      return Status::Corrupt(path + ": BAT entry " + std::to_string(i) + " maps block data at " +
+                             Hex(off) + ", misaligned or shared with another block");
+    }
+    used[slot] = true;
+    bat[i] = e;
   }
   FERRY_TRY(file->Truncate(file_end));
   // A previous Finalize may have written headers; the image is unfinished again until ours.
