@@ -58,9 +58,9 @@ bool Guid::IsZero() const {
 std::string Guid::ToString() const {
   char buf[40];
   const uint8_t* b = bytes.data();
-  std::snprintf(buf, sizeof buf, "{%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x}",
-                LoadLE32(b), LoadLE16(b + 4), LoadLE16(b + 6), b[8], b[9], b[10], b[11],
-                b[12], b[13], b[14], b[15]);
+  std::snprintf(buf, sizeof buf, "{%08x-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x}", LoadLE32(b),
+                LoadLE16(b + 4), LoadLE16(b + 6), b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                b[15]);
   return buf;
 }
 

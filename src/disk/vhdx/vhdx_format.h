@@ -40,18 +40,18 @@ constexpr uint32_t kMaxBlockSize = 256 * kMiB;
 constexpr uint64_t kMaxVirtualSize = 64ull << 40;  // 2.6.2.2: 64 TiB
 constexpr uint64_t kSectorsPerChunk = 1ull << 23;  // 2.5: one sector bitmap block = 2^23 bits
 constexpr uint64_t kSectorBitmapBlockSize = 1 * kMiB;
-constexpr uint64_t kLogSectorSize = 4 * kKiB;       // 2.3: log sectors are 4 KiB
+constexpr uint64_t kLogSectorSize = 4 * kKiB;  // 2.3: log sectors are 4 KiB
 constexpr uint32_t kLogEntryHeaderSize = 64;
 constexpr uint32_t kLogDescriptorSize = 32;
 
 constexpr std::string_view kFileSignature = "vhdxfile";
-constexpr uint32_t kHeaderSignature = 0x64616568;        // "head"
-constexpr uint32_t kRegionSignature = 0x69676572;        // "regi"
+constexpr uint32_t kHeaderSignature = 0x64616568;               // "head"
+constexpr uint32_t kRegionSignature = 0x69676572;               // "regi"
 constexpr uint64_t kMetadataSignature = 0x617461646174656dull;  // "metadata"
-constexpr uint32_t kLogEntrySignature = 0x65676f6c;      // "loge"
-constexpr uint32_t kLogDataDescSignature = 0x63736564;   // "desc"
-constexpr uint32_t kLogZeroDescSignature = 0x6f72657a;   // "zero"
-constexpr uint32_t kLogDataSectorSignature = 0x61746164; // "data"
+constexpr uint32_t kLogEntrySignature = 0x65676f6c;             // "loge"
+constexpr uint32_t kLogDataDescSignature = 0x63736564;          // "desc"
+constexpr uint32_t kLogZeroDescSignature = 0x6f72657a;          // "zero"
+constexpr uint32_t kLogDataSectorSignature = 0x61746164;        // "data"
 
 // 2.5.1.1: payload block states (bits 0-2 of a BAT entry). UNMAPPED was 5 in the v1.0
 // document and is 3 in [MS-VHDX]; both are accepted.
@@ -173,9 +173,9 @@ std::vector<uint8_t> Utf8ToUtf16Le(std::string_view text);
 // 2.3.1: one log entry. Used by the reader's replay (decoding) and by tests (encoding; the
 // writer writes no log).
 struct LogWrite {
-  uint64_t file_offset = 0;       // multiple of 4 KiB
-  uint64_t zero_length = 0;       // >0: a zero descriptor of this many bytes
-  std::vector<uint8_t> data;      // else a data descriptor: exactly 4 KiB
+  uint64_t file_offset = 0;   // multiple of 4 KiB
+  uint64_t zero_length = 0;   // >0: a zero descriptor of this many bytes
+  std::vector<uint8_t> data;  // else a data descriptor: exactly 4 KiB
 };
 struct LogEntry {
   uint64_t sequence_number = 0;

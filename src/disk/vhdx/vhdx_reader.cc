@@ -21,9 +21,9 @@ namespace {
 using namespace vhdx;  // NOLINT(google-build-using-namespace): the format's own constants
 
 // Caps on untrusted sizes.
-constexpr uint64_t kMaxLogLength = 256 * kMiB;        // Hyper-V and qemu write 1 MiB logs
-constexpr uint64_t kMaxLogScanBytes = 1ull << 30;     // CRC work while looking for entries
-constexpr uint64_t kMaxOverlaySectors = 1ull << 18;   // 1 GiB of replayed 4 KiB sectors
+constexpr uint64_t kMaxLogLength = 256 * kMiB;       // Hyper-V and qemu write 1 MiB logs
+constexpr uint64_t kMaxLogScanBytes = 1ull << 30;    // CRC work while looking for entries
+constexpr uint64_t kMaxOverlaySectors = 1ull << 18;  // 1 GiB of replayed 4 KiB sectors
 constexpr uint32_t kMaxLocatorEntries = 256;
 constexpr uint64_t kMaxBatBytes = 1ull << 30;
 
@@ -46,8 +46,8 @@ class LoggedFile {
     uint64_t end;
     if (!CheckedAdd(off, buf.size(), &end) || end > size_) {
       return Status::Corrupt(path() + ": " + what + " at " + Hex(off) + " (" +
-                             std::to_string(buf.size()) + " bytes) lies past the end of the file (" +
-                             Hex(size_) + ")");
+                             std::to_string(buf.size()) +
+                             " bytes) lies past the end of the file (" + Hex(size_) + ")");
     }
     if (buf.empty()) return Status::Ok();
     uint64_t in_file = off < real_size_ ? std::min<uint64_t>(buf.size(), real_size_ - off) : 0;
@@ -172,9 +172,9 @@ std::optional<ParsedLogEntry> ParseLogEntry(const std::vector<uint8_t>& log, uin
       uint64_t seq = uint64_t(LoadLE32(s + 4)) << 32 | LoadLE32(s + 4092);
       if (LoadLE32(s) != kLogDataSectorSignature || seq != e.sequence) return std::nullopt;
       w.data.resize(kLogSectorSize);
-      std::memcpy(w.data.data(), d + 8, 8);            // leading bytes
+      std::memcpy(w.data.data(), d + 8, 8);  // leading bytes
       std::memcpy(w.data.data() + 8, s + 8, 4084);
-      std::memcpy(w.data.data() + 4092, d + 4, 4);     // trailing bytes
+      std::memcpy(w.data.data() + 4092, d + 4, 4);  // trailing bytes
     } else {
       return std::nullopt;
     }
@@ -262,16 +262,15 @@ Status ReplayLog(LoggedFile* file, const Header& header, ImageInfo* info) {
     if (e.flushed_file_offset > file->real_size()) {
       return Status::Corrupt(path + ": log entry " + std::to_string(e.sequence) +
                              " needs the file to be at least " + Hex(e.flushed_file_offset) +
-                             " bytes but it is " + Hex(file->real_size()) +
-                             " (truncated image)");
+                             " bytes but it is " + Hex(file->real_size()) + " (truncated image)");
     }
     file->Extend(std::min(e.last_file_offset, kMaxVirtualSize * 2));
     for (const auto& w : e.writes) FERRY_TRY(file->Apply(w, &overlay_budget));
   }
-  info->details.emplace_back(
-      "log", "replayed in memory (" + std::to_string(best.size() - first) + " entries, sequence " +
-                 std::to_string(best[first]->sequence) + ".." +
-                 std::to_string(best.back()->sequence) + ")");
+  info->details.emplace_back("log", "replayed in memory (" + std::to_string(best.size() - first) +
+                                        " entries, sequence " +
+                                        std::to_string(best[first]->sequence) + ".." +
+                                        std::to_string(best.back()->sequence) + ")");
   return Status::Ok();
 }
 
@@ -321,9 +320,7 @@ class VhdxSource final : public BlockSource {
     for (const Segment& s : segs) {
       std::span<uint8_t> part = buf.subspan(s.offset - offset, s.length);
       switch (s.kind) {
-        case SegKind::kData:
-          FERRY_TRY(file_.ReadAt(s.file_offset, part, kPayloadWhat));
-          break;
+        case SegKind::kData: FERRY_TRY(file_.ReadAt(s.file_offset, part, kPayloadWhat)); break;
         case SegKind::kZero: std::memset(part.data(), 0, part.size()); break;
         case SegKind::kAbsent: FERRY_TRY(ParentRead(s.offset, part)); break;
       }
@@ -375,9 +372,7 @@ class VhdxSource final : public BlockSource {
           break;
         case PayloadState::kZero:
         case PayloadState::kUnmapped:
-        case PayloadState::kUnmappedV1:
-          AddSeg(out, {pos, seg_end - pos, SegKind::kZero, 0});
-          break;
+        case PayloadState::kUnmappedV1: AddSeg(out, {pos, seg_end - pos, SegKind::kZero, 0}); break;
         case PayloadState::kPartiallyPresent:
           FERRY_TRY(PartialSegments(block, entry, pos, seg_end, out));
           break;
@@ -540,8 +535,7 @@ struct ParentLocator {
   }
 };
 
-Result<ParentLocator> ParseParentLocator(const std::string& where,
-                                         std::span<const uint8_t> item) {
+Result<ParentLocator> ParseParentLocator(const std::string& where, std::span<const uint8_t> item) {
   if (item.size() < 20) return Status::Corrupt(where + ": shorter than its 20-byte header");
   Guid type = Guid::Load(item.data());
   if (type != VhdxParentLocatorTypeGuid()) {
@@ -602,7 +596,8 @@ Result<std::unique_ptr<BlockSource>> OpenParent(const OpenContext& ctx, const st
     candidates.emplace_back(HostPath(abs, true), true);
   }
   if (candidates.empty()) {
-    return Status::Corrupt(path + ": parent locator has neither relative_path nor "
+    return Status::Corrupt(path +
+                           ": parent locator has neither relative_path nor "
                            "absolute_win32_path");
   }
   std::string tried;
@@ -626,8 +621,10 @@ Result<std::unique_ptr<BlockSource>> OpenParent(const OpenContext& ctx, const st
   std::string linkage2 = loc.Get("parent_linkage2");
   if (StripBraces(parent_guid) != StripBraces(linkage) &&
       (linkage2.empty() || StripBraces(parent_guid) != StripBraces(linkage2))) {
-    return Status::Corrupt(path + ": parent_linkage " + linkage + " does not match the "
-                           "DataWriteGuid " + parent_guid + " of parent " + resolved +
+    return Status::Corrupt(path + ": parent_linkage " + linkage +
+                           " does not match the "
+                           "DataWriteGuid " +
+                           parent_guid + " of parent " + resolved +
                            " (the parent changed after this differencing image was made)");
   }
   info->backing_chain.push_back(resolved);
@@ -711,8 +708,8 @@ Result<std::unique_ptr<BlockSource>> Open(const OpenContext& ctx, std::unique_pt
 
   // 2.6 metadata region.
   const std::string mwhere = path + ": metadata table at " + Hex(meta_region.offset);
-  FERRY_ASSIGN_OR_RETURN(auto mt, ReadTableCopy(file, meta_region.offset, kMetadataTableSize,
-                                                "metadata table"));
+  FERRY_ASSIGN_OR_RETURN(
+      auto mt, ReadTableCopy(file, meta_region.offset, kMetadataTableSize, "metadata table"));
   if (LoadLE64(mt.data()) != kMetadataSignature) {
     return Status::Corrupt(mwhere + ": signature is not 'metadata'");
   }
@@ -766,8 +763,7 @@ Result<std::unique_ptr<BlockSource>> Open(const OpenContext& ctx, std::unique_pt
   uint32_t file_flags = LoadLE32(params->data() + 4);
   g.leave_allocated = file_flags & kLeaveBlocksAllocated;
   g.has_parent = file_flags & kHasParent;
-  if (!IsPowerOfTwo(g.block_size) || g.block_size < kMinBlockSize ||
-      g.block_size > kMaxBlockSize) {
+  if (!IsPowerOfTwo(g.block_size) || g.block_size < kMinBlockSize || g.block_size > kMaxBlockSize) {
     return Status::Corrupt(mwhere + ": file parameters: block size " +
                            std::to_string(g.block_size) +
                            " is not a power of two between 1 MiB and 256 MiB");
@@ -785,8 +781,8 @@ Result<std::unique_ptr<BlockSource>> Open(const OpenContext& ctx, std::unique_pt
                            " is neither 512 nor 4096");
   }
   if (g.physical_sector != 512 && g.physical_sector != 4096) {
-    return Status::Corrupt(mwhere + ": physical sector size " +
-                           std::to_string(g.physical_sector) + " is neither 512 nor 4096");
+    return Status::Corrupt(mwhere + ": physical sector size " + std::to_string(g.physical_sector) +
+                           " is neither 512 nor 4096");
   }
   if (g.virtual_size > kMaxVirtualSize || g.virtual_size % g.logical_sector != 0) {
     return Status::Corrupt(mwhere + ": virtual disk size " + std::to_string(g.virtual_size) +
@@ -814,9 +810,8 @@ Result<std::unique_ptr<BlockSource>> Open(const OpenContext& ctx, std::unique_pt
     uint8_t state = BatState(e);
     bool is_bitmap = i % (g.chunk_ratio + 1) == g.chunk_ratio;
     uint64_t block = i - i / (g.chunk_ratio + 1);
-    std::string what = is_bitmap
-                           ? "sector bitmap entry " + std::to_string(i / (g.chunk_ratio + 1))
-                           : "payload block " + std::to_string(block);
+    std::string what = is_bitmap ? "sector bitmap entry " + std::to_string(i / (g.chunk_ratio + 1))
+                                 : "payload block " + std::to_string(block);
     uint64_t need = 0;
     if (is_bitmap) {
       if (state == kBitmapPresent) {
@@ -831,11 +826,8 @@ Result<std::unique_ptr<BlockSource>> Open(const OpenContext& ctx, std::unique_pt
         case PayloadState::kUndefined:
         case PayloadState::kZero:
         case PayloadState::kUnmapped:
-        case PayloadState::kUnmappedV1:
-          break;
-        case PayloadState::kFullyPresent:
-          need = g.block_size;
-          break;
+        case PayloadState::kUnmappedV1: break;
+        case PayloadState::kFullyPresent: need = g.block_size; break;
         case PayloadState::kPartiallyPresent:
           if (!g.has_parent) {
             return Status::Corrupt(bwhere + " entry " + std::to_string(i) + " (" + what +
@@ -856,8 +848,8 @@ Result<std::unique_ptr<BlockSource>> Open(const OpenContext& ctx, std::unique_pt
     if (need == 0) continue;
     uint64_t off = BatOffset(e), end;
     if (off < kHeaderSectionSize || !CheckedAdd(off, need, &end) || end > file.size()) {
-      return Status::Corrupt(bwhere + " entry " + std::to_string(i) + " (" + what +
-                             "): data at " + Hex(off) + " (" + Hex(need) +
+      return Status::Corrupt(bwhere + " entry " + std::to_string(i) + " (" + what + "): data at " +
+                             Hex(off) + " (" + Hex(need) +
                              " bytes) lies past the end of the file (" + Hex(file.size()) +
                              ") or inside the header section (truncated image?)");
     }

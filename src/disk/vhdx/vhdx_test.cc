@@ -3,8 +3,8 @@
 
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <atomic>
+#include <cstring>
 #include <functional>
 #include <thread>
 
@@ -166,8 +166,8 @@ TEST(VhdxReaderTest, QemuImgImagesReadIdenticalToTruth) {
   for (const char* v : variants) {
     SCOPED_TRACE(v);
     std::string img = dir.Join("q" + std::to_string(i++) + ".vhdx");
-    auto r = Sh("qemu-img convert -f raw -O vhdx -o " + std::string(v) + " " +
-                 ShellQuote(truth) + " " + ShellQuote(img));
+    auto r = Sh("qemu-img convert -f raw -O vhdx -o " + std::string(v) + " " + ShellQuote(truth) +
+                " " + ShellQuote(img));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     auto src = OpenV(img);
     ASSERT_TRUE(src.ok()) << src.status().ToString();
@@ -175,8 +175,9 @@ TEST(VhdxReaderTest, QemuImgImagesReadIdenticalToTruth) {
     ImageInfo info = (*src)->info();
     EXPECT_EQ(info.format, "vhdx");
     EXPECT_EQ(info.subformat, Contains(v, "fixed") ? "fixed" : "dynamic");
-    EXPECT_EQ(info.cluster_size, Contains(v, "=1M") ? kMiB : Contains(v, "=8M") ? 8 * kMiB
-                                                                              : 32 * kMiB);
+    EXPECT_EQ(info.cluster_size, Contains(v, "=1M")   ? kMiB
+                                 : Contains(v, "=8M") ? 8 * kMiB
+                                                      : 32 * kMiB);
     EXPECT_TRUE(info.problems.empty());
   }
 }
@@ -482,6 +483,54 @@ TEST(VhdxReaderTest, ReplaysPendingLogInMemoryOnly) {
   EXPECT_EQ(testing::QemuImgCompare(copy, expect_path, "vhdx", "raw"), 0);
 }
 
+TEST(VhdxReaderTest, ReplaysLogSequenceWrappingAroundTheLogEnd) {
+  TempDir dir;
+  std::string truth = MakeTruth(dir, 4 * kMiB, 6, 0.9);
+  std::string img = WriteWithFerry(dir, truth, kMiB, "wrap.vhdx");
+  auto truth_bytes = ReadFileBytes(truth);
+  const uint64_t bat_off = 3 * kMiB;
+  std::vector<uint8_t> bat_sector = ReadAt(img, bat_off, 4096);
+  vx::Guid guid = vx::Guid::Random();
+  uint64_t file_size = ReadFileBytes(img).size();
+  // Entry a (8 KiB) starts in the last log sector and wraps to sector 0; entry b follows it
+  // and its tail names a. a drops block 0, b drops block 1; only the pair gives both.
+  vx::LogEntry a;
+  a.sequence_number = 100;
+  a.log_guid = guid;
+  a.flushed_file_offset = a.last_file_offset = file_size;
+  ASSERT_EQ(bat_sector.size(), 4096u);
+  std::vector<uint8_t> s1 = bat_sector;
+  std::fill(s1.begin(), s1.begin() + 8, 0);
+  a.writes.push_back({bat_off, 0, s1});
+  vx::LogEntry b = a;
+  b.sequence_number = 101;
+  b.tail = uint32_t(kMiB - 4096);
+  std::vector<uint8_t> s2 = s1;
+  std::fill(s2.begin() + 8, s2.begin() + 16, 0);
+  b.writes = {{bat_off, 0, s2}};
+  auto ea = vx::EncodeLogEntry(a);
+  auto eb = vx::EncodeLogEntry(b);
+  ASSERT_EQ(ea.size(), 8192u);
+  std::vector<uint8_t> log(kMiB, 0);
+  std::memcpy(log.data() + kMiB - 4096, ea.data(), 4096);
+  std::memcpy(log.data(), ea.data() + 4096, 4096);
+  std::memcpy(log.data() + 4096, eb.data(), eb.size());
+  PatchFile(img, kMiB, log);
+  SetLogGuid(img, guid);
+  std::vector<uint8_t> expect = truth_bytes;
+  std::memset(expect.data(), 0, 2 * kMiB);
+  auto src = OpenV(img);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  ExpectSameAsTruth(src->get(), expect);
+  EXPECT_TRUE((*src)->info().problems.empty());
+  std::string copy = dir.Join("copy.vhdx");
+  ASSERT_EQ(Sh("cp " + ShellQuote(img) + " " + ShellQuote(copy)).exit_code, 0);
+  Sh("qemu-img check -r all -f vhdx " + ShellQuote(copy));
+  std::string expect_path = dir.Join("expect.raw");
+  ASSERT_TRUE(WriteFileBytes(expect_path, expect));
+  EXPECT_EQ(testing::QemuImgCompare(copy, expect_path, "vhdx", "raw"), 0);
+}
+
 TEST(VhdxReaderTest, ReplaysALogEntryWrittenByQemu) {
   // qemu logs each BAT update, then flushes it and clears the header's log GUID. Re-arming
   // the GUID of its last entry and undoing that entry's BAT change in the file makes a
@@ -493,15 +542,16 @@ TEST(VhdxReaderTest, ReplaysALogEntryWrittenByQemu) {
   auto w = Sh("qemu-io -c 'write -P 0x55 1M 64k' -c 'write -P 0x66 5M 4k' " + ShellQuote(img));
   ASSERT_EQ(w.exit_code, 0) << w.output;
   std::string expect_path = dir.Join("expect.raw");
-  ASSERT_EQ(Sh("qemu-img convert -O raw " + ShellQuote(img) + " " + ShellQuote(expect_path))
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      Sh("qemu-img convert -O raw " + ShellQuote(img) + " " + ShellQuote(expect_path)).exit_code,
+      0);
   auto bytes = ReadFileBytes(img);
   auto h = vx::DecodeHeader(std::span<const uint8_t>(bytes).subspan(vx::kHeader2Offset, 4096));
   ASSERT_TRUE(h.ok());
   uint64_t best = 0, best_seq = 0;
   for (uint64_t s = h->log_offset; s < h->log_offset + h->log_length; s += 4096) {
-    if (std::memcmp(bytes.data() + s, "loge", 4) == 0 && LoadLE64(bytes.data() + s + 16) > best_seq) {
+    if (std::memcmp(bytes.data() + s, "loge", 4) == 0 &&
+        LoadLE64(bytes.data() + s + 16) > best_seq) {
       best = s;
       best_seq = LoadLE64(bytes.data() + s + 16);
     }
@@ -692,8 +742,9 @@ TEST(VhdxReaderTest, DifferencingParentOutsideFolderIsRefused) {
   std::string truth = MakeTruth(dir, 8 * kMiB, 13);
   TempDir other;
   std::string parent = WriteWithFerry(other, truth, kMiB, "parent.vhdx");
-  DiffImage d = MakeDifferencing(dir, parent, DataWriteGuid(parent), "..\\" +
-                                 parent.substr(parent.rfind('/', parent.rfind('/') - 1) + 1));
+  DiffImage d =
+      MakeDifferencing(dir, parent, DataWriteGuid(parent),
+                       "..\\" + parent.substr(parent.rfind('/', parent.rfind('/') - 1) + 1));
   auto src = OpenV(d.path);
   ASSERT_FALSE(src.ok());
   EXPECT_EQ(src.status().code(), ErrorCode::kPermissionDenied) << src.status().ToString();
@@ -791,8 +842,9 @@ TEST_F(VhdxCorruptTest, BlockSizeNotPowerOfTwo) {
   PatchFile(img_, 2 * kMiB + 64 * 1024, p);
   Status s = OpenStatus();
   EXPECT_EQ(s.code(), ErrorCode::kCorrupt);
-  EXPECT_TRUE(Contains(s.message(), "metadata table at 0x200000: file parameters: block size "
-                                    "3145728 is not a power of two"))
+  EXPECT_TRUE(Contains(s.message(),
+                       "metadata table at 0x200000: file parameters: block size "
+                       "3145728 is not a power of two"))
       << s.message();
 }
 

@@ -72,8 +72,9 @@ Result<Layout> MakeLayout(const std::string& path, uint64_t size, uint32_t block
 }
 
 std::vector<uint8_t> RegionTableFor(const Layout& l) {
-  return EncodeRegionTable({{BatRegionGuid(), kBatOffset, static_cast<uint32_t>(l.bat_length), true},
-                            {MetadataRegionGuid(), kMetadataOffset, kMetadataLength, true}});
+  return EncodeRegionTable(
+      {{BatRegionGuid(), kBatOffset, static_cast<uint32_t>(l.bat_length), true},
+       {MetadataRegionGuid(), kMetadataOffset, kMetadataLength, true}});
 }
 
 std::vector<uint8_t> FileIdentifier() {
@@ -86,8 +87,8 @@ std::vector<uint8_t> FileIdentifier() {
 
 class VhdxSink final : public BlockSink {
  public:
-  VhdxSink(std::unique_ptr<File> file, Layout layout, std::vector<uint64_t> bat,
-           uint64_t file_end, bool zero_initialized)
+  VhdxSink(std::unique_ptr<File> file, Layout layout, std::vector<uint64_t> bat, uint64_t file_end,
+           bool zero_initialized)
       : file_(std::move(file)),
         l_(layout),
         bat_(std::move(bat)),
@@ -247,10 +248,9 @@ Result<std::unique_ptr<BlockSink>> CreateVhdx(const std::string& path,
   auto rt = RegionTableFor(l);
   FERRY_TRY(file->WriteAt(kRegionTable1Offset, rt));
   FERRY_TRY(file->WriteAt(kRegionTable2Offset, rt));
-  auto meta = EncodeMetadataRegion(
-      StandardMetadata(l.block_size, 0, l.virtual_size, kLogicalSector, kPhysicalSector,
-                       Guid::Random()),
-      kMetadataLength);
+  auto meta = EncodeMetadataRegion(StandardMetadata(l.block_size, 0, l.virtual_size, kLogicalSector,
+                                                    kPhysicalSector, Guid::Random()),
+                                   kMetadataLength);
   FERRY_TRY(file->WriteAt(kMetadataOffset, meta));
   FERRY_TRY(file->Truncate(l.first_payload));  // log and BAT regions read as zeros
   std::vector<uint64_t> bat(l.bat_entries, 0);
@@ -258,8 +258,7 @@ Result<std::unique_ptr<BlockSink>> CreateVhdx(const std::string& path,
       std::make_unique<VhdxSink>(std::move(file), l, std::move(bat), l.first_payload, true));
 }
 
-Result<std::unique_ptr<BlockSink>> ResumeVhdx(const std::string& path,
-                                              const CreateOptions& options,
+Result<std::unique_ptr<BlockSink>> ResumeVhdx(const std::string& path, const CreateOptions& options,
                                               std::span<const uint8_t> state) {
   if (state.size() != kBlobSize || LoadLE32(state.data()) != kBlobMagic ||
       LoadLE32(state.data() + 28) != Crc32c(state.first(28))) {
