@@ -87,8 +87,6 @@ class SparseExtent {
 
   // Grain table `index` (nullptr if the directory entry is 0: all grains unallocated).
   Result<std::shared_ptr<const std::vector<uint32_t>>> GrainTable(uint64_t index);
-  // The grain table entry of `grain`.
-  Result<uint32_t> Entry(uint64_t grain);
   // Reads bytes [in_off, in_off+out.size()) of compressed grain `grain` stored at sector `gte`.
   Status ReadCompressed(uint64_t grain, uint32_t gte, uint64_t in_off, std::span<uint8_t> out);
   // Number of grains that hold data (for ImageInfo).
@@ -267,12 +265,6 @@ Result<std::shared_ptr<const std::vector<uint32_t>>> SparseExtent::GrainTable(ui
   if (tables_.size() >= kMaxCachedGrainTables) tables_.clear();
   tables_.emplace(index, table);
   return std::shared_ptr<const std::vector<uint32_t>>(std::move(table));
-}
-
-Result<uint32_t> SparseExtent::Entry(uint64_t grain) {
-  FERRY_ASSIGN_OR_RETURN(auto table, GrainTable(grain / h_.num_gtes_per_gt));
-  if (!table) return vmdk::kGteUnallocated;
-  return (*table)[grain % h_.num_gtes_per_gt];
 }
 
 Result<std::shared_ptr<const std::vector<uint8_t>>> SparseExtent::InflatedGrain(uint64_t grain,
@@ -471,15 +463,28 @@ class VmdkSource final : public BlockSource {
       } else {
         SparseExtent& se = *p.sparse;
         const uint64_t gb = se.grain_bytes();
+        const uint64_t per_table = se.header().num_gtes_per_gt;
+        std::shared_ptr<const std::vector<uint32_t>> table;
+        uint64_t table_index = ~uint64_t{0};
         uint64_t at = pos;
         while (at < part_end) {
           const uint64_t rel = at - p.start;
           const uint64_t grain = rel / gb;
           const uint64_t in_grain = rel % gb;
-          const uint64_t len = std::min(part_end - at, gb - in_grain);
+          uint64_t len = std::min(part_end - at, gb - in_grain);
           uint32_t gte = 0;
           if (rel < se.capacity_bytes()) {
-            FERRY_ASSIGN_OR_RETURN(gte, se.Entry(grain));
+            if (grain / per_table != table_index) {
+              table_index = grain / per_table;
+              FERRY_ASSIGN_OR_RETURN(table, se.GrainTable(table_index));
+            }
+            if (table) {
+              gte = (*table)[grain % per_table];
+            } else {
+              // No grain table: the whole table's span is unallocated.
+              const uint64_t span_end = p.start + (table_index + 1) * per_table * gb;
+              len = std::min(part_end, span_end) - at;
+            }
           }
           Piece piece{PieceKind::kUnallocated};
           if (gte == vmdk::kGteZeroed) {

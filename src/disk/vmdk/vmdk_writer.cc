@@ -9,9 +9,11 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "common/bytes.h"
 #include "disk/vmdk/vmdk.h"
@@ -36,6 +38,8 @@ constexpr uint64_t kDescriptorSectors = 20;
 // zlib level for stream-optimized grains: level 1 is ~3x faster than the default 6 for a
 // few percent larger output (docs/formats/vmdk.md, "Compression").
 constexpr int kDeflateLevel = 1;
+// Grains of one Write are compressed by up to this many threads.
+constexpr size_t kMaxCompressThreads = 8;
 // GTEs are 32-bit sector numbers: no grain may start at or past 2^32 sectors (2 TiB).
 constexpr uint64_t kMaxFileSectors = 0xffffffffull;
 
@@ -411,30 +415,32 @@ class StreamSink final : public BlockSink {
   Status Write(uint64_t offset, std::span<const uint8_t> data) override {
     FERRY_TRY(CheckRange(offset, data.size()));
     const uint64_t gb = g_.grain_bytes();
-    std::vector<uint8_t> grain(gb);
-    for (uint64_t at = 0; at < data.size(); at += gb) {
-      const uint64_t g = (offset + at) / gb;
-      const uint64_t len = std::min<uint64_t>(gb, data.size() - at);
+    const uint64_t count = DivRoundUp(data.size(), gb);
+    // Compress the grains in parallel (deflate is the cost of this writer), then lay them
+    // out in order.
+    std::vector<std::vector<uint8_t>> packed(count);
+    FERRY_TRY(CompressGrains(offset / gb, data, &packed));
+    for (uint64_t i = 0; i < count; ++i) {
+      const uint64_t g = offset / gb + i;
       if (g / vmdk::kDefaultGtesPerGt != table_index_) {
         // Flush what is buffered first: the table may be re-read from the file.
         FERRY_TRY(FlushOut());
         FERRY_TRY(SwitchTable(g / vmdk::kDefaultGtesPerGt));
       }
       uint32_t& entry = table_[g % vmdk::kDefaultGtesPerGt];
-      if (IsAllZero(data.data() + at, len)) {
+      if (packed[i].empty()) {  // an all-zero grain is not stored
         if (entry != 0) table_dirty_ = true;
         entry = 0;
         continue;
       }
-      std::span<const uint8_t> src = data.subspan(at, len);
-      if (len < gb) {
-        std::memcpy(grain.data(), src.data(), len);
-        std::memset(grain.data() + len, 0, gb - len);
-        src = grain;
-      }
-      FERRY_ASSIGN_OR_RETURN(uint64_t sector, AppendGrain(g, src));
-      entry = static_cast<uint32_t>(sector);
+      if (out_.empty()) out_start_ = next_sector_;
+      entry = static_cast<uint32_t>(next_sector_);
       table_dirty_ = true;
+      out_.insert(out_.end(), packed[i].begin(), packed[i].end());
+      next_sector_ += packed[i].size() / kSector;
+      if (next_sector_ > kMaxFileSectors) {
+        return Status::TooLarge(file_->path() + ": stream-optimized file would pass 2 TiB");
+      }
     }
     return FlushOut();
   }
@@ -522,27 +528,55 @@ class StreamSink final : public BlockSink {
     vmdk::SerializeMarker(value, type, std::span<uint8_t, kSector>(out->data() + at, kSector));
   }
 
-  // Compresses grain `g` into out_ (buffered); returns its sector.
-  Result<uint64_t> AppendGrain(uint64_t g, std::span<const uint8_t> src) {
-    const uint64_t sector = next_sector_;
-    if (out_.empty()) out_start_ = sector;
-    const size_t at = out_.size();
+  // Packs grain `g` as {lba, size, zlib data} padded to a sector into `out`.
+  Status PackGrain(uint64_t g, std::span<const uint8_t> src, std::vector<uint8_t>* out) const {
+    const uint64_t gb = g_.grain_bytes();
+    std::vector<uint8_t> whole;
+    if (src.size() < gb) {  // the last grain of the disk: compress it whole, zero-padded
+      whole.assign(gb, 0);
+      std::memcpy(whole.data(), src.data(), src.size());
+      src = whole;
+    }
     uLongf bound = compressBound(static_cast<uLong>(src.size()));
-    out_.resize(at + vmdk::kGrainMarkerHeader + bound);
+    out->resize(vmdk::kGrainMarkerHeader + bound);
     uLongf clen = bound;
-    if (compress2(out_.data() + at + vmdk::kGrainMarkerHeader, &clen, src.data(),
+    if (compress2(out->data() + vmdk::kGrainMarkerHeader, &clen, src.data(),
                   static_cast<uLong>(src.size()), kDeflateLevel) != Z_OK) {
       return Status::Internal(file_->path() + ": zlib compress2 failed for grain " +
                               std::to_string(g));
     }
-    StoreLE64(out_.data() + at, g * g_.grain_size);
-    StoreLE32(out_.data() + at + 8, static_cast<uint32_t>(clen));
-    out_.resize(RoundUp(at + vmdk::kGrainMarkerHeader + clen, kSector), 0);
-    next_sector_ = sector + (out_.size() - at) / kSector;
-    if (next_sector_ > kMaxFileSectors) {
-      return Status::TooLarge(file_->path() + ": stream-optimized file would pass 2 TiB");
-    }
-    return sector;
+    StoreLE64(out->data(), g * g_.grain_size);
+    StoreLE32(out->data() + 8, static_cast<uint32_t>(clen));
+    out->resize(RoundUp(vmdk::kGrainMarkerHeader + clen, kSector), 0);
+    return Status::Ok();
+  }
+
+  // Packs every non-zero grain of `data` (grain `first` onwards); zero grains stay empty.
+  Status CompressGrains(uint64_t first, std::span<const uint8_t> data,
+                        std::vector<std::vector<uint8_t>>* packed) const {
+    const uint64_t gb = g_.grain_bytes();
+    const size_t count = packed->size();
+    std::atomic<size_t> next{0};
+    std::mutex mu;
+    Status status;
+    auto worker = [&] {
+      for (size_t i = next++; i < count; i = next++) {
+        std::span<const uint8_t> src = data.subspan(i * gb, std::min<uint64_t>(gb, data.size() - i * gb));
+        if (IsAllZero(src.data(), src.size())) continue;
+        Status s = PackGrain(first + i, src, &(*packed)[i]);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(mu);
+          status = s;
+        }
+      }
+    };
+    const size_t threads = std::min<size_t>({count, kMaxCompressThreads,
+                                             std::max(1u, std::thread::hardware_concurrency())});
+    std::vector<std::thread> pool;
+    for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+    worker();
+    for (auto& t : pool) t.join();
+    return status;
   }
 
   // Writes the buffered grains.
