@@ -34,9 +34,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static EmptyEnv env;
   ferry::OpenOptions options;
   options.env = &env;
-  auto src = ferry::OpenOva(ferry::OpenContext(options),
-                             ferry::NewMemoryFile(std::vector<uint8_t>(data, data + size),
-                                                  "fuzz.ova"));
+  auto src =
+      ferry::OpenOva(ferry::OpenContext(options),
+                     ferry::NewMemoryFile(std::vector<uint8_t>(data, data + size), "fuzz.ova"));
   if (!src.ok()) return 0;
   ferry::BlockSource& s = **src;
   (void)s.info();

@@ -34,9 +34,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static EmptyEnv env;
   ferry::OpenOptions options;
   options.env = &env;
-  auto src = ferry::OpenVmdk(ferry::OpenContext(options),
-                             ferry::NewMemoryFile(std::vector<uint8_t>(data, data + size),
-                                                  "fuzz.vmdk"));
+  auto src =
+      ferry::OpenVmdk(ferry::OpenContext(options),
+                      ferry::NewMemoryFile(std::vector<uint8_t>(data, data + size), "fuzz.vmdk"));
   if (!src.ok()) return 0;
   ferry::BlockSource& s = **src;
   (void)s.info();

@@ -5,13 +5,12 @@
 // else. Thread-safety: OvaSource forwards to the VMDK reader, which is thread-safe.
 #include "disk/ova/ova.h"
 
-#include <pugixml.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstring>
 #include <new>
+#include <pugixml.hpp>
 #include <set>
 
 #include "common/bytes.h"
@@ -82,8 +81,8 @@ bool EndsWithNoCase(std::string_view s, std::string_view suffix) {
 }
 
 // pax extended header records: "<len> <key>=<value>\n".
-Status ParsePax(std::string_view data, const std::string& where, std::string* path,
-                bool* has_size, uint64_t* size) {
+Status ParsePax(std::string_view data, const std::string& where, std::string* path, bool* has_size,
+                uint64_t* size) {
   while (!data.empty()) {
     size_t sp = data.find(' ');
     uint64_t len = 0;
@@ -288,7 +287,8 @@ Result<uint64_t> ParseByteUnits(std::string units, const std::string& where) {
                ParseDecimal(rest.substr(caret + 1), &exp) && (base == 2 || base == 10)) {
       uint64_t v = 1;
       for (uint64_t i = 0; i < exp; ++i) {
-        if (!CheckedMul(v, base, &v)) return Status::Corrupt(where + ": units '" + units + "' overflow");
+        if (!CheckedMul(v, base, &v))
+          return Status::Corrupt(where + ": units '" + units + "' overflow");
       }
       return v;
     }
@@ -526,13 +526,13 @@ Result<std::unique_ptr<BlockSource>> OpenOva(const OpenContext& ctx, std::unique
   const OvfDescriptor& ovf = pkg.ovf;
   const int index = ctx.options().ova_disk_index;
   if (index < 0 || static_cast<size_t>(index) >= ovf.disks.size()) {
-    return Status::NotFound(path + ": disk " + std::to_string(index) + " requested, the OVF lists " +
-                            std::to_string(ovf.disks.size()));
+    return Status::NotFound(path + ": disk " + std::to_string(index) +
+                            " requested, the OVF lists " + std::to_string(ovf.disks.size()));
   }
   const OvfDisk& disk = ovf.disks[index];
   if (disk.file_href.empty()) {
-    return Status::Corrupt(path + ": Disk '" + disk.disk_id + "' refers to file '" +
-                           disk.file_ref + "', which References does not list");
+    return Status::Corrupt(path + ": Disk '" + disk.disk_id + "' refers to file '" + disk.file_ref +
+                           "', which References does not list");
   }
   for (const OvfFile& f : ovf.files) {
     if (f.href != disk.file_href) continue;
@@ -583,9 +583,10 @@ Result<std::unique_ptr<BlockSource>> OpenOva(const OpenContext& ctx, std::unique
   for (const OvfNic& nic : ovf.nics) {
     info.details.emplace_back("nic", nic.adapter + " on '" + nic.network + "'");
   }
-  info.details.emplace_back("manifest", ovf.manifest.empty() ? "none"
-                                        : std::to_string(ovf.manifest.size()) + " digests");
-  return std::unique_ptr<BlockSource>(std::make_unique<OvaSource>(std::move(vmdk), std::move(info)));
+  info.details.emplace_back(
+      "manifest", ovf.manifest.empty() ? "none" : std::to_string(ovf.manifest.size()) + " digests");
+  return std::unique_ptr<BlockSource>(
+      std::make_unique<OvaSource>(std::move(vmdk), std::move(info)));
 }
 
 }  // namespace ferry

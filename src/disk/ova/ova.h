@@ -20,53 +20,53 @@ namespace ferry {
 
 // One disk as the OVF describes it.
 struct OvfDisk {
-  std::string disk_id;       // ovf:diskId
-  std::string file_ref;      // ovf:fileRef (an ovf:id in References)
-  std::string file_href;     // the tar member holding it (resolved through References)
-  uint64_t capacity = 0;     // bytes (ovf:capacity x capacityAllocationUnits)
+  std::string disk_id;          // ovf:diskId
+  std::string file_ref;         // ovf:fileRef (an ovf:id in References)
+  std::string file_href;        // the tar member holding it (resolved through References)
+  uint64_t capacity = 0;        // bytes (ovf:capacity x capacityAllocationUnits)
   uint64_t populated_size = 0;  // ovf:populatedSize, 0 if absent
-  std::string format_uri;    // ovf:format, e.g. ...#streamOptimized
+  std::string format_uri;       // ovf:format, e.g. ...#streamOptimized
 };
 
 // A References/File entry.
 struct OvfFile {
-  std::string id;            // ovf:id
-  std::string href;          // ovf:href
-  uint64_t size = 0;         // ovf:size, 0 if absent
-  std::string compression;   // ovf:compression ("" or "gzip")
-  uint64_t chunk_size = 0;   // ovf:chunkSize, 0 if not chunked
+  std::string id;           // ovf:id
+  std::string href;         // ovf:href
+  uint64_t size = 0;        // ovf:size, 0 if absent
+  std::string compression;  // ovf:compression ("" or "gzip")
+  uint64_t chunk_size = 0;  // ovf:chunkSize, 0 if not chunked
 };
 
 struct OvfNic {
-  std::string name;          // rasd:ElementName
-  std::string network;       // rasd:Connection
-  std::string adapter;       // rasd:ResourceSubType (E1000, VmxNet3 ...)
-  std::string mac;           // rasd:Address
+  std::string name;     // rasd:ElementName
+  std::string network;  // rasd:Connection
+  std::string adapter;  // rasd:ResourceSubType (E1000, VmxNet3 ...)
+  std::string mac;      // rasd:Address
 };
 
 // A manifest (.mf) line: "SHA256(disk1.vmdk)= 3a5f...".
 struct ManifestEntry {
-  std::string algorithm;     // SHA1, SHA256, SHA512
+  std::string algorithm;  // SHA1, SHA256, SHA512
   std::string file;
-  std::string digest_hex;    // lower case
+  std::string digest_hex;  // lower case
 };
 
 struct OvfDescriptor {
-  std::string vm_name;       // VirtualSystem/Name (or ovf:id when there is no Name)
-  std::string vm_id;         // VirtualSystem ovf:id
+  std::string vm_name;         // VirtualSystem/Name (or ovf:id when there is no Name)
+  std::string vm_id;           // VirtualSystem ovf:id
   std::vector<OvfDisk> disks;  // in the order the OVF lists them
   std::vector<OvfFile> files;
-  uint32_t vcpus = 0;        // ResourceType 3, 0 if absent
-  uint64_t memory_mb = 0;    // ResourceType 4, 0 if absent
-  std::vector<OvfNic> nics;  // ResourceType 10
-  std::string firmware;      // vmw:Config firmware ("efi", "bios"), "" if absent
+  uint32_t vcpus = 0;                   // ResourceType 3, 0 if absent
+  uint64_t memory_mb = 0;               // ResourceType 4, 0 if absent
+  std::vector<OvfNic> nics;             // ResourceType 10
+  std::string firmware;                 // vmw:Config firmware ("efi", "bios"), "" if absent
   std::vector<ManifestEntry> manifest;  // from the .mf member, if any (not verified here)
 };
 
 // A regular file inside the tar.
 struct OvaMember {
   std::string name;
-  uint64_t offset = 0;       // of the member's data in the .ova
+  uint64_t offset = 0;  // of the member's data in the .ova
   uint64_t size = 0;
 };
 

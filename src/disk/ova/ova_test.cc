@@ -37,10 +37,12 @@ std::string Ovf(const std::vector<std::pair<std::string, std::string>>& disks,
     xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData"
     xmlns:vmw="http://www.vmware.com/schema/ovf">
   <References>
-)" + refs + R"(  </References>
+)" + refs +
+         R"(  </References>
   <DiskSection>
     <Info>Virtual disk information</Info>
-)" + section + R"(  </DiskSection>
+)" + section +
+         R"(  </DiskSection>
   <NetworkSection><Info>nets</Info><Network ovf:name="VM Network"/></NetworkSection>
   <VirtualSystem ovf:id="web-01">
     <Info>A virtual machine</Info>
@@ -99,7 +101,10 @@ std::vector<uint8_t> TarHeader(const std::string& name, uint64_t size, char type
   std::snprintf(reinterpret_cast<char*>(h.data() + 124), 12, "%011llo",
                 static_cast<unsigned long long>(size));
   h[156] = static_cast<uint8_t>(type);
-  std::memcpy(h.data() + 257, "ustar\0" "00", 8);
+  std::memcpy(h.data() + 257,
+              "ustar\0"
+              "00",
+              8);
   std::memset(h.data() + 148, ' ', 8);
   unsigned sum = 0;
   for (uint8_t b : h) sum += b;
@@ -224,10 +229,9 @@ TEST(OvaTest, MemberEscapingTheArchiveIsCorrupt) {
   TempDir dir;
   Disk d = MakeDisk(dir, "disk.vmdk");
   std::string ova = dir.Join("evil.ova");
-  ASSERT_TRUE(testing::WriteFileBytes(
-      ova, Tar({{"vm.ovf", Bytes(Ovf({{"d", "disk.vmdk"}}))},
-                {"../evil", Bytes("x")},
-                {"disk.vmdk", testing::ReadFileBytes(d.vmdk)}})));
+  ASSERT_TRUE(testing::WriteFileBytes(ova, Tar({{"vm.ovf", Bytes(Ovf({{"d", "disk.vmdk"}}))},
+                                                {"../evil", Bytes("x")},
+                                                {"disk.vmdk", testing::ReadFileBytes(d.vmdk)}})));
   auto src = Open(ova);
   ASSERT_FALSE(src.ok());
   EXPECT_EQ(src.status().code(), ErrorCode::kCorrupt);

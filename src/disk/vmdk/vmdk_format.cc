@@ -50,10 +50,14 @@ bool ParseU64(std::string_view s, int base, uint64_t* out) {
 
 bool ParseExtentType(std::string_view name, ExtentType* out) {
   static constexpr std::pair<std::string_view, ExtentType> kTypes[] = {
-      {"SPARSE", ExtentType::kSparse},       {"FLAT", ExtentType::kFlat},
-      {"ZERO", ExtentType::kZero},           {"VMFS", ExtentType::kVmfs},
-      {"VMFSSPARSE", ExtentType::kVmfsSparse}, {"SESPARSE", ExtentType::kSeSparse},
-      {"VMFSRDM", ExtentType::kVmfsRdm},     {"VMFSRAW", ExtentType::kVmfsRaw},
+      {"SPARSE", ExtentType::kSparse},
+      {"FLAT", ExtentType::kFlat},
+      {"ZERO", ExtentType::kZero},
+      {"VMFS", ExtentType::kVmfs},
+      {"VMFSSPARSE", ExtentType::kVmfsSparse},
+      {"SESPARSE", ExtentType::kSeSparse},
+      {"VMFSRDM", ExtentType::kVmfsRdm},
+      {"VMFSRAW", ExtentType::kVmfsRaw},
   };
   for (const auto& [n, t] : kTypes) {
     if (n == name) {

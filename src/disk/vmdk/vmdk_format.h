@@ -46,9 +46,9 @@ constexpr size_t kGrainMarkerHeader = 12;
 // Input caps (untrusted images).
 constexpr uint64_t kMaxDescriptorBytes = 64 * 1024;
 constexpr size_t kMaxExtents = 1000;
-constexpr uint64_t kMinGrainSectors = 8;      // VMDK spec: at least 4 KiB
-constexpr uint64_t kMaxGrainSectors = 2048;   // 1 MiB; VMware and qemu write 64 KiB
-constexpr uint32_t kMaxGtesPerGt = 4096;      // VMware and qemu write 512
+constexpr uint64_t kMinGrainSectors = 8;           // VMDK spec: at least 4 KiB
+constexpr uint64_t kMaxGrainSectors = 2048;        // 1 MiB; VMware and qemu write 64 KiB
+constexpr uint32_t kMaxGtesPerGt = 4096;           // VMware and qemu write 512
 constexpr uint64_t kMaxVirtualBytes = 1ull << 50;  // 1 PiB
 
 // Writer defaults.
@@ -58,14 +58,14 @@ constexpr uint32_t kDefaultGtesPerGt = 512;
 struct SparseHeader {
   uint32_t version = 1;
   uint32_t flags = 0;
-  uint64_t capacity = 0;      // sectors
-  uint64_t grain_size = 0;    // sectors
+  uint64_t capacity = 0;           // sectors
+  uint64_t grain_size = 0;         // sectors
   uint64_t descriptor_offset = 0;  // sectors
   uint64_t descriptor_size = 0;    // sectors
   uint32_t num_gtes_per_gt = 0;
-  uint64_t rgd_offset = 0;    // sectors
-  uint64_t gd_offset = 0;     // sectors
-  uint64_t overhead = 0;      // sectors
+  uint64_t rgd_offset = 0;  // sectors
+  uint64_t gd_offset = 0;   // sectors
+  uint64_t overhead = 0;    // sectors
   uint8_t unclean_shutdown = 0;
   uint16_t compress_algorithm = 0;
 };
@@ -80,19 +80,19 @@ void SerializeMarker(uint64_t value, uint32_t type, std::span<uint8_t, kSector> 
 enum class ExtentType { kSparse, kFlat, kZero, kVmfs, kVmfsSparse, kSeSparse, kVmfsRdm, kVmfsRaw };
 
 struct DescriptorExtent {
-  std::string access;       // RW, RDONLY, NOACCESS
+  std::string access;  // RW, RDONLY, NOACCESS
   uint64_t sectors = 0;
   ExtentType type = ExtentType::kSparse;
-  std::string type_name;    // as written
-  std::string file;         // empty for ZERO
-  uint64_t offset = 0;      // sectors (FLAT/VMFS)
+  std::string type_name;  // as written
+  std::string file;       // empty for ZERO
+  uint64_t offset = 0;    // sectors (FLAT/VMFS)
 };
 
 struct Descriptor {
   uint32_t cid = 0xffffffff;
   uint32_t parent_cid = 0xffffffff;  // 0xffffffff: no parent
   std::string create_type;
-  std::string parent_hint;           // parentFileNameHint
+  std::string parent_hint;  // parentFileNameHint
   std::vector<DescriptorExtent> extents;
   std::vector<std::pair<std::string, std::string>> ddb;  // ddb.* keys, unquoted values
 

@@ -107,8 +107,10 @@ class SparseExtent {
   std::vector<uint32_t> gd_;  // sectors of grain tables
 
   std::mutex mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<const std::vector<uint32_t>>> tables_;  // GUARDED_BY(mu_)
-  std::deque<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>> grains_;  // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, std::shared_ptr<const std::vector<uint32_t>>>
+      tables_;  // GUARDED_BY(mu_)
+  std::deque<std::pair<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>>
+      grains_;  // GUARDED_BY(mu_)
 };
 
 Result<std::unique_ptr<SparseExtent>> SparseExtent::Open(std::shared_ptr<File> file,
@@ -145,8 +147,8 @@ Status SparseExtent::Init(std::vector<std::string>* problems) {
     if (!CheckedMul(h_.descriptor_offset, kSector, &off) ||
         !CheckedAdd(off, h_.descriptor_size * kSector, &end) || end > file_size_) {
       return Status::Corrupt(where + ": embedded descriptor at sector " +
-                             std::to_string(h_.descriptor_offset) + " lies past the end of the file (" +
-                             Hex(file_size_) + ")");
+                             std::to_string(h_.descriptor_offset) +
+                             " lies past the end of the file (" + Hex(file_size_) + ")");
     }
     std::vector<uint8_t> text(h_.descriptor_size * kSector);
     FERRY_TRY(file_->ReadAt(off, text));
@@ -171,8 +173,7 @@ Status SparseExtent::Init(std::vector<std::string>* problems) {
     SparseHeader footer;
     if (!vmdk::ParseSparseHeader(std::span<const uint8_t>(tail).subspan(kSector, kSector),
                                  &footer)) {
-      return Status::Corrupt(where + ": footer at " + Hex(tail_off + kSector) +
-                             ": no KDMV magic");
+      return Status::Corrupt(where + ": footer at " + Hex(tail_off + kSector) + ": no KDMV magic");
     }
     const uint8_t* eos = tail.data() + 2 * kSector;
     if (LoadLE64(eos) != 0 || LoadLE32(eos + 8) != 0 || LoadLE32(eos + 12) != vmdk::kMarkerEos) {
@@ -185,9 +186,9 @@ Status SparseExtent::Init(std::vector<std::string>* problems) {
     h_ = footer;
   }
   if (!IsPowerOfTwo(h_.grain_size) || h_.grain_size < vmdk::kMinGrainSectors) {
-    return Status::Corrupt(where + ": sparse extent header: grain size " +
-                           std::to_string(h_.grain_size) + " sectors is not a power of two >= " +
-                           std::to_string(vmdk::kMinGrainSectors));
+    return Status::Corrupt(
+        where + ": sparse extent header: grain size " + std::to_string(h_.grain_size) +
+        " sectors is not a power of two >= " + std::to_string(vmdk::kMinGrainSectors));
   }
   if (h_.grain_size > vmdk::kMaxGrainSectors) {
     return Status::Unsupported(where + ": grain size of " + std::to_string(h_.grain_size) +
@@ -195,8 +196,8 @@ Status SparseExtent::Init(std::vector<std::string>* problems) {
                                std::to_string(vmdk::kMaxGrainSectors) + ")");
   }
   if (h_.num_gtes_per_gt == 0 || h_.num_gtes_per_gt > vmdk::kMaxGtesPerGt) {
-    return Status::Corrupt(where + ": sparse extent header: " +
-                           std::to_string(h_.num_gtes_per_gt) + " entries per grain table");
+    return Status::Corrupt(where + ": sparse extent header: " + std::to_string(h_.num_gtes_per_gt) +
+                           " entries per grain table");
   }
   if (h_.capacity > vmdk::kMaxVirtualBytes / kSector) {
     return Status::TooLarge(where + ": capacity of " + std::to_string(h_.capacity) +
@@ -209,11 +210,11 @@ Status SparseExtent::Init(std::vector<std::string>* problems) {
   // The grain directory.
   const uint64_t gd_entries = DivRoundUp(grains(), h_.num_gtes_per_gt);
   uint64_t gd_off = 0, gd_end = 0;
-  if (!CheckedMul(h_.gd_offset, kSector, &gd_off) ||
-      !CheckedAdd(gd_off, gd_entries * 4, &gd_end) || gd_end > file_size_ || gd_off == 0) {
+  if (!CheckedMul(h_.gd_offset, kSector, &gd_off) || !CheckedAdd(gd_off, gd_entries * 4, &gd_end) ||
+      gd_end > file_size_ || gd_off == 0) {
     return Status::Corrupt(where + ": grain directory at sector " + std::to_string(h_.gd_offset) +
-                           " (" + std::to_string(gd_entries) +
-                           " entries) lies outside the file (" + Hex(file_size_) + " bytes)");
+                           " (" + std::to_string(gd_entries) + " entries) lies outside the file (" +
+                           Hex(file_size_) + " bytes)");
   }
   std::vector<uint8_t> gd_bytes(gd_entries * 4);
   FERRY_TRY(file_->ReadAt(gd_off, gd_bytes));
@@ -248,9 +249,9 @@ Result<std::shared_ptr<const std::vector<uint32_t>>> SparseExtent::GrainTable(ui
     if (grain >= grains()) gte = vmdk::kGteUnallocated;  // padding past the capacity
     if (gte > vmdk::kGteZeroed) {
       // The grain's bytes (or its marker header) must lie inside the file.
-      const uint64_t need =
-          compressed() ? vmdk::kGrainMarkerHeader
-                       : std::min(grain_bytes(), capacity_bytes() - grain * grain_bytes());
+      const uint64_t need = compressed()
+                                ? vmdk::kGrainMarkerHeader
+                                : std::min(grain_bytes(), capacity_bytes() - grain * grain_bytes());
       const uint64_t off = uint64_t{gte} * kSector;
       if (off + need > file_size_ || off < vmdk::kHeaderSize) {
         return Status::Corrupt(where + ": grain table at " + Hex(gt_off) + " entry " +
@@ -277,7 +278,8 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> SparseExtent::InflatedGrain(
   }
   const std::string where = Where();
   const uint64_t off = uint64_t{gte} * kSector;
-  const std::string what = where + ": compressed grain " + std::to_string(grain) + " at " + Hex(off);
+  const std::string what =
+      where + ": compressed grain " + std::to_string(grain) + " at " + Hex(off);
   uint64_t data_off = off;
   uint64_t data_len = 0;
   // Deflate never grows data by more than ~0.1% + a few bytes; allow a generous margin.
@@ -334,8 +336,8 @@ uint64_t SparseExtent::CountDataGrains() {
 
 // One extent of the virtual disk, in descriptor order.
 struct Part {
-  uint64_t start = 0;   // virtual byte offset
-  uint64_t length = 0;  // bytes
+  uint64_t start = 0;                   // virtual byte offset
+  uint64_t length = 0;                  // bytes
   ExtentType type = ExtentType::kZero;  // kSparse, kFlat (also VMFS) or kZero
   std::shared_ptr<File> file;           // flat
   uint64_t file_offset = 0;             // flat: bytes
@@ -365,16 +367,19 @@ class VmdkSource final : public BlockSource {
   }
 
   Status Extents(uint64_t offset, uint64_t length, std::vector<Extent>* out) override {
-    return Walk(offset, length, [&](uint64_t pos, uint64_t len, Piece piece) -> Status {
-      switch (piece.kind) {
-        case PieceKind::kUnallocated: return ParentExtents(pos, len, out);
-        case PieceKind::kZero: AddExtent(out, pos, len, ExtentKind::kZero); return Status::Ok();
-        case PieceKind::kFileHole:
-          AddExtent(out, pos, len, parent_ ? ExtentKind::kZero : ExtentKind::kHole);
-          return Status::Ok();
-        default: AddExtent(out, pos, len, ExtentKind::kData); return Status::Ok();
-      }
-    }, /*want_file_holes=*/true);
+    return Walk(
+        offset, length,
+        [&](uint64_t pos, uint64_t len, Piece piece) -> Status {
+          switch (piece.kind) {
+            case PieceKind::kUnallocated: return ParentExtents(pos, len, out);
+            case PieceKind::kZero: AddExtent(out, pos, len, ExtentKind::kZero); return Status::Ok();
+            case PieceKind::kFileHole:
+              AddExtent(out, pos, len, parent_ ? ExtentKind::kZero : ExtentKind::kHole);
+              return Status::Ok();
+            default: AddExtent(out, pos, len, ExtentKind::kData); return Status::Ok();
+          }
+        },
+        /*want_file_holes=*/true);
   }
 
   Status Read(uint64_t offset, std::span<uint8_t> buf) override {
@@ -387,28 +392,31 @@ class VmdkSource final : public BlockSource {
       run_len = 0;
       return s;
     };
-    FERRY_TRY(Walk(offset, buf.size(), [&](uint64_t pos, uint64_t len, Piece piece) -> Status {
-      std::span<uint8_t> dst = buf.subspan(pos - offset, len);
-      if (piece.kind == PieceKind::kFileData) {
-        if (run_len != 0 && run_file == piece.file && run_file_off + run_len == piece.file_offset &&
-            run_pos + run_len == pos) {
-          run_len += len;
-          return Status::Ok();
-        }
-        FERRY_TRY(flush());
-        run_file = piece.file;
-        run_file_off = piece.file_offset;
-        run_pos = pos;
-        run_len = len;
-        return Status::Ok();
-      }
-      switch (piece.kind) {
-        case PieceKind::kCompressed:
-          return piece.sparse->ReadCompressed(piece.grain, piece.gte, piece.in_grain, dst);
-        case PieceKind::kUnallocated: return ParentRead(pos, dst);
-        default: std::fill(dst.begin(), dst.end(), 0); return Status::Ok();
-      }
-    }, /*want_file_holes=*/false));
+    FERRY_TRY(Walk(
+        offset, buf.size(),
+        [&](uint64_t pos, uint64_t len, Piece piece) -> Status {
+          std::span<uint8_t> dst = buf.subspan(pos - offset, len);
+          if (piece.kind == PieceKind::kFileData) {
+            if (run_len != 0 && run_file == piece.file &&
+                run_file_off + run_len == piece.file_offset && run_pos + run_len == pos) {
+              run_len += len;
+              return Status::Ok();
+            }
+            FERRY_TRY(flush());
+            run_file = piece.file;
+            run_file_off = piece.file_offset;
+            run_pos = pos;
+            run_len = len;
+            return Status::Ok();
+          }
+          switch (piece.kind) {
+            case PieceKind::kCompressed:
+              return piece.sparse->ReadCompressed(piece.grain, piece.gte, piece.in_grain, dst);
+            case PieceKind::kUnallocated: return ParentRead(pos, dst);
+            default: std::fill(dst.begin(), dst.end(), 0); return Status::Ok();
+          }
+        },
+        /*want_file_holes=*/false));
     return flush();
   }
 
@@ -416,8 +424,8 @@ class VmdkSource final : public BlockSource {
   enum class PieceKind { kUnallocated, kZero, kFileData, kFileHole, kCompressed };
   struct Piece {
     PieceKind kind;
-    const File* file = nullptr;  // kFileData
-    uint64_t file_offset = 0;    // kFileData
+    const File* file = nullptr;      // kFileData
+    uint64_t file_offset = 0;        // kFileData
     SparseExtent* sparse = nullptr;  // kCompressed
     uint64_t grain = 0;
     uint32_t gte = 0;
@@ -453,7 +461,8 @@ class VmdkSource final : public BlockSource {
             const uint64_t vb = std::min(part_end, b - foff + pos);
             if (va >= vb) continue;
             if (va > at) FERRY_TRY(fn(at, va - at, Piece{PieceKind::kFileHole}));
-            FERRY_TRY(fn(va, vb - va, Piece{PieceKind::kFileData, p.file.get(), foff + (va - pos)}));
+            FERRY_TRY(
+                fn(va, vb - va, Piece{PieceKind::kFileData, p.file.get(), foff + (va - pos)}));
             at = vb;
           }
           if (at < part_end) FERRY_TRY(fn(at, part_end - at, Piece{PieceKind::kFileHole}));
@@ -607,8 +616,7 @@ Result<std::unique_ptr<BlockSource>> OpenSparseFile(const OpenContext& ctx,
 }
 
 Result<std::unique_ptr<BlockSource>> OpenDescriptorFile(const OpenContext& ctx,
-                                                        std::unique_ptr<File> file,
-                                                        uint64_t size) {
+                                                        std::unique_ptr<File> file, uint64_t size) {
   const std::string path = file->path();
   if (size > vmdk::kMaxDescriptorBytes) {
     return Status::TooLarge(path + ": descriptor file is " + std::to_string(size) +
@@ -617,8 +625,10 @@ Result<std::unique_ptr<BlockSource>> OpenDescriptorFile(const OpenContext& ctx,
   }
   std::vector<uint8_t> bytes(size);
   FERRY_TRY(file->ReadAt(0, bytes));
-  FERRY_ASSIGN_OR_RETURN(Descriptor d, vmdk::ParseDescriptor(
-      std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path));
+  FERRY_ASSIGN_OR_RETURN(
+      Descriptor d,
+      vmdk::ParseDescriptor(
+          std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()), path));
   if (d.extents.empty()) return Status::Corrupt(path + ": descriptor lists no extents");
   ImageInfo info;
   info.format = "vmdk";
@@ -644,7 +654,8 @@ Result<std::unique_ptr<BlockSource>> OpenDescriptorFile(const OpenContext& ctx,
       case ExtentType::kVmfs:
       case ExtentType::kSparse: {
         FERRY_ASSIGN_OR_RETURN(std::string ext_path, ctx.ResolveReference(path, e.file, "extent"));
-        FERRY_ASSIGN_OR_RETURN(std::unique_ptr<File> ef, ctx.env()->Open(ext_path, OpenMode::kRead));
+        FERRY_ASSIGN_OR_RETURN(std::unique_ptr<File> ef,
+                               ctx.env()->Open(ext_path, OpenMode::kRead));
         FERRY_ASSIGN_OR_RETURN(uint64_t ef_size, ef->Size());
         info.files.push_back(ext_path);
         info.file_size += ef_size;
@@ -671,8 +682,7 @@ Result<std::unique_ptr<BlockSource>> OpenDescriptorFile(const OpenContext& ctx,
         }
         break;
       }
-      default:
-        return Status::Unsupported(what + ": extent type " + e.type_name);
+      default: return Status::Unsupported(what + ": extent type " + e.type_name);
     }
     start += part.length;
     parts.push_back(std::move(part));

@@ -47,7 +47,8 @@ void ExpectReadsAs(BlockSource& src, const std::vector<uint8_t>& truth) {
     ASSERT_EQ(e.offset, pos);
     pos += e.length;
     if (e.kind != ExtentKind::kData) {
-      EXPECT_TRUE(IsAllZero(truth.data() + e.offset, e.length)) << "non-data extent at " << e.offset;
+      EXPECT_TRUE(IsAllZero(truth.data() + e.offset, e.length))
+          << "non-data extent at " << e.offset;
     }
   }
   EXPECT_EQ(pos, src.size());
@@ -103,15 +104,15 @@ TEST_P(QemuSubformatTest, ReadsIdenticalToTruth) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllSubformats, QemuSubformatTest,
-                         ::testing::Values("monolithicSparse", "streamOptimized",
-                                           "monolithicFlat", "twoGbMaxExtentSparse",
-                                           "twoGbMaxExtentFlat"));
+                         ::testing::Values("monolithicSparse", "streamOptimized", "monolithicFlat",
+                                           "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"));
 
 TEST(VmdkReaderTest, RealWorldExt2MatchesQemu) {
   TempDir dir;
   // The shared corpus sits beside the source tree (or the worktrees' parent).
   std::string img = testing::SharedCorpusDir() + "/dfvfs/ext2.vmdk";
-  if (testing::Run("test -e " + ShellQuote(img)).exit_code != 0) img = "/work/shared/corpus/dfvfs/ext2.vmdk";
+  if (testing::Run("test -e " + ShellQuote(img)).exit_code != 0)
+    img = "/work/shared/corpus/dfvfs/ext2.vmdk";
   std::string raw = dir.Join("ext2.raw");
   Sh("qemu-img convert -f vmdk -O raw " + ShellQuote(img) + " " + ShellQuote(raw));
   auto src = Open(img);
@@ -176,12 +177,33 @@ TEST(VmdkReaderTest, DeltaDiskReadsUnallocatedGrainsFromParent) {
   EXPECT_GT(data, 192u * 1024);
 }
 
+TEST(VmdkReaderTest, ZeroedGrainsAreZeroExtents) {
+  TempDir dir;
+  std::string img = dir.Join("zg.vmdk");
+  Sh("qemu-img create -q -f vmdk -o zeroed_grain=on " + ShellQuote(img) + " 4M");
+  Sh("qemu-io -c 'write -P 0x11 0 1M' -c 'write -z 256k 128k' " + ShellQuote(img));
+  std::string expect = dir.Join("expect.raw");
+  Sh("qemu-img convert -O raw " + ShellQuote(img) + " " + ShellQuote(expect));
+  auto src = Open(img);
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  ExpectReadsAs(**src, testing::ReadFileBytes(expect));
+  std::vector<Extent> ex;
+  ASSERT_TRUE((*src)->Extents(0, (*src)->size(), &ex).ok());
+  std::vector<Extent> want = {{0, 256 * 1024, ExtentKind::kData},
+                              {256 * 1024, 128 * 1024, ExtentKind::kZero},
+                              {384 * 1024, 640 * 1024, ExtentKind::kData},
+                              {kMiB, 3 * kMiB, ExtentKind::kHole}};
+  EXPECT_EQ(ex, want);
+}
+
 TEST(VmdkReaderTest, ExtentPathsEscapingTheFolderAreRefused) {
   TempDir dir;
   Sh("mkdir " + ShellQuote(dir.Join("sub")) + " && truncate -s 1M " + ShellQuote(dir.Join("x")));
   for (std::string ref : {std::string("../x"), dir.Join("x")}) {
-    std::string desc = "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n"
-                       "createType=\"monolithicFlat\"\nRW 2048 FLAT \"" + ref + "\" 0\n";
+    std::string desc =
+        "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\n"
+        "createType=\"monolithicFlat\"\nRW 2048 FLAT \"" +
+        ref + "\" 0\n";
     std::string path = dir.Join("sub/evil.vmdk");
     ASSERT_TRUE(testing::WriteFileBytes(path, std::vector<uint8_t>(desc.begin(), desc.end())));
     auto src = Open(path);
@@ -219,8 +241,8 @@ TEST(VmdkReaderTest, HostileDescriptors) {
 std::string MakeSparse(const TempDir& dir, const std::string& subformat = "monolithicSparse") {
   std::string truth = MakePattern(dir, 4 * kMiB, 3);
   std::string img = dir.Join("s.vmdk");
-  Sh("qemu-img convert -f raw -O vmdk -o subformat=" + subformat + " " + ShellQuote(truth) +
-     " " + ShellQuote(img));
+  Sh("qemu-img convert -f raw -O vmdk -o subformat=" + subformat + " " + ShellQuote(truth) + " " +
+     ShellQuote(img));
   return img;
 }
 

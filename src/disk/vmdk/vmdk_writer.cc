@@ -44,12 +44,12 @@ constexpr size_t kMaxCompressThreads = 8;
 constexpr uint64_t kMaxFileSectors = 0xffffffffull;
 
 struct Geometry {
-  uint64_t capacity = 0;     // sectors
-  uint64_t grain_size = 0;   // sectors
+  uint64_t capacity = 0;    // sectors
+  uint64_t grain_size = 0;  // sectors
   uint64_t grains = 0;
   uint64_t gt_count = 0;
-  uint64_t gt_sectors = 0;   // sectors per grain table
-  uint64_t gd_sectors = 0;   // sectors per grain directory
+  uint64_t gt_sectors = 0;  // sectors per grain table
+  uint64_t gd_sectors = 0;  // sectors per grain directory
   uint64_t grain_bytes() const { return grain_size * kSector; }
 };
 
@@ -61,13 +61,14 @@ Result<Geometry> MakeGeometry(const std::string& path, const CreateOptions& opti
   if (options.size > vmdk::kMaxVirtualBytes) {
     return Status::TooLarge(path + ": virtual size over the VMDK writer's cap");
   }
-  const uint64_t grain_bytes = options.cluster_size == 0
-                                   ? vmdk::kDefaultGrainSectors * kSector
-                                   : options.cluster_size;
+  const uint64_t grain_bytes =
+      options.cluster_size == 0 ? vmdk::kDefaultGrainSectors * kSector : options.cluster_size;
   if (!IsPowerOfTwo(grain_bytes) || grain_bytes < vmdk::kMinGrainSectors * kSector ||
       grain_bytes > vmdk::kMaxGrainSectors * kSector) {
-    return Status::InvalidArgument(path + ": VMDK grain size must be a power of two from 4 KiB "
-                                   "to 1 MiB, got " + std::to_string(grain_bytes));
+    return Status::InvalidArgument(path +
+                                   ": VMDK grain size must be a power of two from 4 KiB "
+                                   "to 1 MiB, got " +
+                                   std::to_string(grain_bytes));
   }
   Geometry g;
   g.capacity = options.size / kSector;
@@ -92,7 +93,8 @@ uint32_t NewCid() {
 
 Status WriteHeaderAndDescriptor(File& file, const SparseHeader& h, const std::string& text) {
   std::vector<uint8_t> buf((1 + h.descriptor_size) * kSector, 0);
-  vmdk::SerializeSparseHeader(h, std::span<uint8_t, vmdk::kHeaderSize>(buf.data(), vmdk::kHeaderSize));
+  vmdk::SerializeSparseHeader(h,
+                              std::span<uint8_t, vmdk::kHeaderSize>(buf.data(), vmdk::kHeaderSize));
   std::memcpy(buf.data() + kSector, text.data(), text.size());
   return file.WriteAt(0, buf);
 }
@@ -113,8 +115,8 @@ Result<SparseHeader> ReadExistingHeader(File& file, const Geometry& g) {
   if (h.capacity != g.capacity || h.grain_size != g.grain_size ||
       h.num_gtes_per_gt != vmdk::kDefaultGtesPerGt) {
     return Status::Mismatch(file.path() + ": resume: header (capacity " +
-                            std::to_string(h.capacity) + ", grain " +
-                            std::to_string(h.grain_size) + ") does not match the options");
+                            std::to_string(h.capacity) + ", grain " + std::to_string(h.grain_size) +
+                            ") does not match the options");
   }
   return h;
 }
@@ -144,12 +146,13 @@ class SparseSink final : public BlockSink {
 
   Status Create(const std::string& path) {
     if (h_.overhead + g_.grains * g_.grain_size > kMaxFileSectors) {
-      return Status::Unsupported(path + ": monolithicSparse VMDK larger than about 2 TiB "
+      return Status::Unsupported(path +
+                                 ": monolithicSparse VMDK larger than about 2 TiB "
                                  "(grain table entries are 32-bit sectors)");
     }
     h_.unclean_shutdown = 1;  // cleared by Finalize: an unfinished file says so
-    const std::string text = vmdk::RenderDescriptor(NewCid(), "monolithicSparse", g_.capacity,
-                                                    BaseName(path));
+    const std::string text =
+        vmdk::RenderDescriptor(NewCid(), "monolithicSparse", g_.capacity, BaseName(path));
     FERRY_TRY(file_->Truncate(0));
     FERRY_TRY(WriteHeaderAndDescriptor(*file_, h_, text));
     FERRY_TRY(WriteDirectories());
@@ -159,9 +162,8 @@ class SparseSink final : public BlockSink {
 
   Status Resume(uint64_t next_sector) {
     FERRY_ASSIGN_OR_RETURN(SparseHeader h, ReadExistingHeader(*file_, g_));
-    if (h.gd_offset != h_.gd_offset || h.rgd_offset != h_.rgd_offset ||
-        h.overhead != h_.overhead || next_sector < h_.overhead ||
-        next_sector > kMaxFileSectors) {
+    if (h.gd_offset != h_.gd_offset || h.rgd_offset != h_.rgd_offset || h.overhead != h_.overhead ||
+        next_sector < h_.overhead || next_sector > kMaxFileSectors) {
       return Status::Mismatch(file_->path() + ": resume: layout differs from what Ferry wrote");
     }
     FERRY_ASSIGN_OR_RETURN(uint64_t size, file_->Size());
@@ -270,8 +272,8 @@ class SparseSink final : public BlockSink {
     FERRY_TRY(WriteTables());
     h_.unclean_shutdown = 0;
     std::vector<uint8_t> header(vmdk::kHeaderSize);
-    vmdk::SerializeSparseHeader(h_, std::span<uint8_t, vmdk::kHeaderSize>(header.data(),
-                                                                          vmdk::kHeaderSize));
+    vmdk::SerializeSparseHeader(
+        h_, std::span<uint8_t, vmdk::kHeaderSize>(header.data(), vmdk::kHeaderSize));
     FERRY_TRY(file_->WriteAt(0, header));
     return file_->Sync();
   }
@@ -281,8 +283,8 @@ class SparseSink final : public BlockSink {
     const uint64_t gb = g_.grain_bytes();
     if (offset % gb != 0 || offset > size() || length > size() - offset ||
         (length % gb != 0 && offset + length != size())) {
-      return Status::InvalidArgument(file_->path() + ": write " + Hex(offset) + "+" +
-                                     Hex(length) + " is not grain-aligned inside the disk");
+      return Status::InvalidArgument(file_->path() + ": write " + Hex(offset) + "+" + Hex(length) +
+                                     " is not grain-aligned inside the disk");
     }
     return Status::Ok();
   }
@@ -325,9 +327,9 @@ class SparseSink final : public BlockSink {
   SparseHeader h_;
   bool zero_initialized_ = true;
   std::mutex mu_;
-  std::vector<uint32_t> gte_;    // GUARDED_BY(mu_) every grain's entry (sector or 0)
-  std::vector<uint8_t> dirty_;   // GUARDED_BY(mu_) per grain table: differs from the file
-  uint64_t next_sector_ = 0;     // GUARDED_BY(mu_) where the next grain goes
+  std::vector<uint32_t> gte_;   // GUARDED_BY(mu_) every grain's entry (sector or 0)
+  std::vector<uint8_t> dirty_;  // GUARDED_BY(mu_) per grain table: differs from the file
+  uint64_t next_sector_ = 0;    // GUARDED_BY(mu_) where the next grain goes
 };
 
 // ---------------------------------------------------------------------------------------
@@ -357,8 +359,8 @@ class StreamSink final : public BlockSink {
   }
 
   Status Create(const std::string& path) {
-    const std::string text = vmdk::RenderDescriptor(NewCid(), "streamOptimized", g_.capacity,
-                                                    BaseName(path));
+    const std::string text =
+        vmdk::RenderDescriptor(NewCid(), "streamOptimized", g_.capacity, BaseName(path));
     FERRY_TRY(file_->Truncate(0));
     FERRY_TRY(WriteHeaderAndDescriptor(*file_, h_, text));
     return file_->Truncate(h_.overhead * kSector);
@@ -378,8 +380,8 @@ class StreamSink final : public BlockSink {
     table_dirty_ = LoadLE32(p + 8) != 0;
     const uint32_t pairs = LoadLE32(p + 12);
     p += 16;
-    if (blob.size() != kBlobFixed + 16 + n * 4 + uint64_t{pairs} * 8 ||
-        next_sector < h_.overhead || next_sector > kMaxFileSectors ||
+    if (blob.size() != kBlobFixed + 16 + n * 4 + uint64_t{pairs} * 8 || next_sector < h_.overhead ||
+        next_sector > kMaxFileSectors ||
         (table_index_ != kNoTable && table_index_ >= g_.gt_count)) {
       return Status::Corrupt(where + " is malformed");
     }
@@ -502,8 +504,8 @@ class StreamSink final : public BlockSink {
     footer.gd_offset = gd_sector;
     const size_t at = tail.size();
     tail.resize(at + kSector);
-    vmdk::SerializeSparseHeader(footer, std::span<uint8_t, vmdk::kHeaderSize>(tail.data() + at,
-                                                                             vmdk::kHeaderSize));
+    vmdk::SerializeSparseHeader(
+        footer, std::span<uint8_t, vmdk::kHeaderSize>(tail.data() + at, vmdk::kHeaderSize));
     AppendMarker(&tail, 0, vmdk::kMarkerEos);
     FERRY_TRY(file_->WriteAt(next_sector_ * kSector, tail));
     next_sector_ += tail.size() / kSector;
@@ -516,8 +518,8 @@ class StreamSink final : public BlockSink {
     const uint64_t gb = g_.grain_bytes();
     if (offset % gb != 0 || offset > size() || length > size() - offset ||
         (length % gb != 0 && offset + length != size())) {
-      return Status::InvalidArgument(file_->path() + ": write " + Hex(offset) + "+" +
-                                     Hex(length) + " is not grain-aligned inside the disk");
+      return Status::InvalidArgument(file_->path() + ": write " + Hex(offset) + "+" + Hex(length) +
+                                     " is not grain-aligned inside the disk");
     }
     return Status::Ok();
   }
@@ -561,7 +563,8 @@ class StreamSink final : public BlockSink {
     Status status;
     auto worker = [&] {
       for (size_t i = next++; i < count; i = next++) {
-        std::span<const uint8_t> src = data.subspan(i * gb, std::min<uint64_t>(gb, data.size() - i * gb));
+        std::span<const uint8_t> src =
+            data.subspan(i * gb, std::min<uint64_t>(gb, data.size() - i * gb));
         if (IsAllZero(src.data(), src.size())) continue;
         Status s = PackGrain(first + i, src, &(*packed)[i]);
         if (!s.ok()) {
@@ -570,8 +573,8 @@ class StreamSink final : public BlockSink {
         }
       }
     };
-    const size_t threads = std::min<size_t>({count, kMaxCompressThreads,
-                                             std::max(1u, std::thread::hardware_concurrency())});
+    const size_t threads = std::min<size_t>(
+        {count, kMaxCompressThreads, std::max(1u, std::thread::hardware_concurrency())});
     std::vector<std::thread> pool;
     for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
     worker();
@@ -625,13 +628,13 @@ class StreamSink final : public BlockSink {
   const Geometry g_;
   SparseHeader h_;
   bool zero_initialized_ = true;
-  std::vector<uint32_t> gd_;      // sector of each written grain table, 0 if none
-  std::vector<uint32_t> table_;   // the current grain table
+  std::vector<uint32_t> gd_;     // sector of each written grain table, 0 if none
+  std::vector<uint32_t> table_;  // the current grain table
   uint64_t table_index_ = kNoTable;
   bool table_dirty_ = false;
   uint64_t next_sector_ = 0;
-  std::vector<uint8_t> out_;      // grains compressed but not yet written
-  uint64_t out_start_ = 0;        // the sector out_ goes to
+  std::vector<uint8_t> out_;  // grains compressed but not yet written
+  uint64_t out_start_ = 0;    // the sector out_ goes to
 };
 
 enum class Kind { kSparse, kStream };
@@ -660,8 +663,7 @@ Result<std::unique_ptr<BlockSink>> CreateVmdk(const std::string& path,
   return std::unique_ptr<BlockSink>(std::move(sink));
 }
 
-Result<std::unique_ptr<BlockSink>> ResumeVmdk(const std::string& path,
-                                              const CreateOptions& options,
+Result<std::unique_ptr<BlockSink>> ResumeVmdk(const std::string& path, const CreateOptions& options,
                                               std::span<const uint8_t> state) {
   FERRY_ASSIGN_OR_RETURN(Geometry g, MakeGeometry(path, options));
   if (state.size() < kBlobFixed || LoadLE32(state.data()) != kBlobMagic ||
