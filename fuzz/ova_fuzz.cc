@@ -1,0 +1,56 @@
+// Fuzz target for the OVA reader: the tar index, the OVF (pugixml), the manifest and
+// the VMDK opened through a slice. Referenced files are never found: the Env is empty.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "disk/ova/ova.h"
+
+namespace {
+
+// An Env with no files: every reference a descriptor makes resolves to NotFound.
+class EmptyEnv final : public ferry::Env {
+ public:
+  ferry::Result<std::unique_ptr<ferry::File>> Open(const std::string& path,
+                                                   ferry::OpenMode) override {
+    return ferry::Status::NotFound(path);
+  }
+  bool Exists(const std::string&) override { return false; }
+  ferry::Status Remove(const std::string& path) override { return ferry::Status::NotFound(path); }
+  ferry::Status Rename(const std::string& from, const std::string&) override {
+    return ferry::Status::NotFound(from);
+  }
+  ferry::Result<std::string> RealPath(const std::string& path) override {
+    return ferry::Status::NotFound(path);
+  }
+};
+
+constexpr uint64_t kMaxReadBytes = 4 << 20;
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static EmptyEnv env;
+  ferry::OpenOptions options;
+  options.env = &env;
+  auto src =
+      ferry::OpenOva(ferry::OpenContext(options),
+                     ferry::NewMemoryFile(std::vector<uint8_t>(data, data + size), "fuzz.ova"));
+  if (!src.ok()) return 0;
+  ferry::BlockSource& s = **src;
+  (void)s.info();
+  std::vector<ferry::Extent> extents;
+  if (!s.Extents(0, s.size(), &extents).ok()) return 0;
+  // Read the first bytes of a few data extents.
+  uint64_t budget = kMaxReadBytes;
+  std::vector<uint8_t> buf;
+  for (const ferry::Extent& e : extents) {
+    if (budget == 0) break;
+    const uint64_t n = std::min<uint64_t>({e.length, budget, 1 << 20});
+    buf.resize(n);
+    (void)s.Read(e.offset, buf);
+    budget -= n;
+  }
+  return 0;
+}
