@@ -39,10 +39,10 @@ inline constexpr uint64_t kMaxDiskSectors = 65535ull * 255 * 255;
 // Footer field offsets (spec table "Hard disk footer fields").
 namespace footer_off {
 inline constexpr size_t kCookie = 0, kFeatures = 8, kVersion = 12, kDataOffset = 16,
-                        kTimestamp = 24, kCreatorApp = 28, kCreatorVersion = 32,
-                        kCreatorOs = 36, kOriginalSize = 40, kCurrentSize = 48, kCylinders = 56,
-                        kHeads = 58, kSectors = 59, kDiskType = 60, kChecksum = 64,
-                        kUniqueId = 68, kSavedState = 84;
+                        kTimestamp = 24, kCreatorApp = 28, kCreatorVersion = 32, kCreatorOs = 36,
+                        kOriginalSize = 40, kCurrentSize = 48, kCylinders = 56, kHeads = 58,
+                        kSectors = 59, kDiskType = 60, kChecksum = 64, kUniqueId = 68,
+                        kSavedState = 84;
 }
 // Dynamic disk header field offsets (spec table "Dynamic Disk Header fields").
 namespace header_off {

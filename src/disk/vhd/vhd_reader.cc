@@ -19,15 +19,15 @@ namespace ferry {
 namespace {
 
 using vhd::DiskType;
-using vhd::Footer;
 using vhd::DynamicHeader;
+using vhd::Footer;
 using vhd::kFooterSize;
 using vhd::kSectorSize;
 
 // Caps on untrusted header fields (docs/formats/vhd.md "Limits").
 constexpr uint32_t kMinBlockSize = 512;
 constexpr uint32_t kMaxBlockSize = 256u << 20;
-constexpr uint64_t kMaxBatEntries = 1ull << 23;  // 32 MiB of BAT: 2040 GiB in 256 KiB blocks
+constexpr uint64_t kMaxBatEntries = 1ull << 23;   // 32 MiB of BAT: 2040 GiB in 256 KiB blocks
 constexpr uint32_t kMaxLocatorBytes = 64 * 1024;  // a 32767-character UTF-16 path
 constexpr size_t kBitmapCacheBytes = 16 << 20;
 
@@ -129,13 +129,13 @@ void AddWindowsCandidate(const std::string& raw, const std::string& origin,
   if (raw.empty()) return;
   std::string s = raw;
   std::replace(s.begin(), s.end(), '\\', '/');
-  const bool drive = s.size() >= 2 && std::isalpha(static_cast<unsigned char>(s[0])) &&
-                     s[1] == ':';
+  const bool drive = s.size() >= 2 && std::isalpha(static_cast<unsigned char>(s[0])) && s[1] == ':';
   if (drive || s[0] == '/') {
     std::string name = BaseName(s);
     if (name.empty()) return;
-    out->push_back({name, origin + " '" + raw + "', a Windows path: its file name was looked "
-                                          "for next to the image"});
+    out->push_back({name, origin + " '" + raw +
+                              "', a Windows path: its file name was looked "
+                              "for next to the image"});
     return;
   }
   while (s.size() > 2 && s.compare(0, 2, "./") == 0) s = s.substr(2);
@@ -181,7 +181,8 @@ class VhdSource final : public BlockSource {
   const uint64_t size_;
 
   std::mutex cache_mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<const std::vector<uint8_t>>> bitmaps_;  // GUARDED_BY(cache_mu_)
+  std::unordered_map<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>
+      bitmaps_;  // GUARDED_BY(cache_mu_)
 };
 
 void Push(std::vector<Extent>* out, size_t first, Extent e) {
@@ -208,8 +209,8 @@ Result<std::shared_ptr<const std::vector<uint8_t>>> VhdSource::Bitmap(uint64_t b
                 "sector bitmap of block " + std::to_string(block) + " at " + Hex(bitmap_offset));
   // Only the sectors inside the disk matter (the last block may be partial).
   const uint64_t block_start = block * block_size_;
-  const uint64_t sectors = DivRoundUp(std::min<uint64_t>(block_size_, size_ - block_start),
-                                      kSectorSize);
+  const uint64_t sectors =
+      DivRoundUp(std::min<uint64_t>(block_size_, size_ - block_start), kSectorSize);
   bool full = true;
   for (uint64_t s = 0; s < sectors && full; ++s) {
     if (s % 8 == 0 && s + 8 <= sectors) {
@@ -281,8 +282,7 @@ Status VhdSource::Map(uint64_t offset, uint64_t length, std::vector<Run>* runs) 
         ++s;
       }
       const uint64_t run_end = std::min(stop, block_start + s * kSectorSize);
-      emit(pos, run_end - pos, present ? RunKind::kData : absent,
-           data_base + (pos - block_start));
+      emit(pos, run_end - pos, present ? RunKind::kData : absent, data_base + (pos - block_start));
       pos = run_end;
     }
   }
@@ -295,9 +295,7 @@ Status VhdSource::Extents(uint64_t offset, uint64_t length, std::vector<Extent>*
   const size_t first = out->size();
   for (const Run& run : runs) {
     switch (run.kind) {
-      case RunKind::kHole:
-        Push(out, first, {run.offset, run.length, ExtentKind::kHole});
-        break;
+      case RunKind::kHole: Push(out, first, {run.offset, run.length, ExtentKind::kHole}); break;
       case RunKind::kData:
         if (type_ == DiskType::kFixed) {
           // A fixed disk is raw data: the host file's holes are holes of the disk.
@@ -340,12 +338,8 @@ Status VhdSource::Read(uint64_t offset, std::span<uint8_t> buf) {
   for (const Run& run : runs) {
     std::span<uint8_t> part = buf.subspan(run.offset - offset, run.length);
     switch (run.kind) {
-      case RunKind::kHole:
-        std::fill(part.begin(), part.end(), 0);
-        break;
-      case RunKind::kData:
-        FERRY_TRY(file_->ReadAt(run.file_offset, part));
-        break;
+      case RunKind::kHole: std::fill(part.begin(), part.end(), 0); break;
+      case RunKind::kData: FERRY_TRY(file_->ReadAt(run.file_offset, part)); break;
       case RunKind::kParent: {
         const uint64_t end = run.offset + run.length;
         const uint64_t in_parent = std::min(end, std::max(run.offset, parent_->size()));
@@ -398,15 +392,18 @@ Result<FooterCopy> ChooseFooter(const File& file, uint64_t file_size,
     }
   }
   if (!head.present && !tail.present) {
-    return Status::Corrupt(path + ": not a VHD: no footer ('conectix') at offset 0x0 or at the "
-                                  "end of the file (" + Hex(file_size - kFooterSize) + ")");
+    return Status::Corrupt(path +
+                           ": not a VHD: no footer ('conectix') at offset 0x0 or at the "
+                           "end of the file (" +
+                           Hex(file_size - kFooterSize) + ")");
   }
   const auto fixed = static_cast<uint32_t>(DiskType::kFixed);
   // A fixed disk has one footer, at the end; the first sector is guest data then.
   if (tail.present && tail.disk_type() == fixed) head.present = false;
   if (head.present && head.disk_type() == fixed && !tail.present) {
-    return Status::Corrupt(path + ": the footer at offset 0x0 describes a fixed disk, whose "
-                                  "footer must be at the end of the file");
+    return Status::Corrupt(path +
+                           ": the footer at offset 0x0 describes a fixed disk, whose "
+                           "footer must be at the end of the file");
   }
   const bool copies_agree = head.present && tail.present && head.bytes == tail.bytes;
   if (tail.present && tail.checksum_ok()) {
@@ -422,8 +419,7 @@ Result<FooterCopy> ChooseFooter(const File& file, uint64_t file_size,
   }
   if (head.present && head.checksum_ok()) {
     if (tail.present) {
-      problems->push_back(ChecksumMismatch("footer", tail.offset, tail.stored(),
-                                           tail.computed()) +
+      problems->push_back(ChecksumMismatch("footer", tail.offset, tail.stored(), tail.computed()) +
                           "; using the footer copy at offset 0x0");
     } else {
       problems->push_back("no footer at the end of the file (" + Hex(file_size - kFooterSize) +
@@ -447,8 +443,8 @@ Result<FooterCopy> ChooseFooter(const File& file, uint64_t file_size,
 }
 
 // Reads the parent locator's path text (bounds-checked).
-Result<std::string> ReadLocator(const File& file, uint64_t file_size,
-                                const vhd::ParentLocator& loc, size_t index) {
+Result<std::string> ReadLocator(const File& file, uint64_t file_size, const vhd::ParentLocator& loc,
+                                size_t index) {
   const std::string what = "parent locator " + std::to_string(index);
   if (loc.data_length > kMaxLocatorBytes) {
     return Status::TooLarge(file.path() + ": " + what + " is " + std::to_string(loc.data_length) +
@@ -464,8 +460,7 @@ Result<std::string> ReadLocator(const File& file, uint64_t file_size,
   FERRY_TRY(file.ReadAt(loc.data_offset, data));
   switch (loc.platform_code) {
     case vhd::kPlatformW2ru:
-    case vhd::kPlatformW2ku:
-      return vhd::Utf16ToUtf8(data, /*big_endian=*/false);
+    case vhd::kPlatformW2ku: return vhd::Utf16ToUtf8(data, /*big_endian=*/false);
     default: {
       std::string s(data.begin(), data.end());
       return s.substr(0, s.find('\0'));
@@ -516,8 +511,9 @@ Result<std::unique_ptr<BlockSource>> OpenParent(const OpenContext& ctx, const Fi
   const std::string& path = file.path();
   FERRY_ASSIGN_OR_RETURN(auto candidates, ParentCandidates(file, file_size, header));
   if (candidates.empty()) {
-    return Status::Corrupt(path + ": differencing disk names no parent (no parent locator "
-                                  "and an empty parent name in the dynamic disk header)");
+    return Status::Corrupt(path +
+                           ": differencing disk names no parent (no parent locator "
+                           "and an empty parent name in the dynamic disk header)");
   }
   const std::string want = vhd::FormatUuid(header.parent_unique_id);
   std::vector<std::string> tried;
@@ -536,8 +532,9 @@ Result<std::unique_ptr<BlockSource>> OpenParent(const OpenContext& ctx, const Fi
       }
       return s;
     }
-    FERRY_ASSIGN_OR_RETURN(auto parent, ctx.OpenBacking(*resolved, ImageFormat::kVhd)
-                                            .WithContext(path + ": parent " + *resolved));
+    FERRY_ASSIGN_OR_RETURN(
+        auto parent,
+        ctx.OpenBacking(*resolved, ImageFormat::kVhd).WithContext(path + ": parent " + *resolved));
     std::string got;
     for (const auto& [key, value] : parent->info().details) {
       if (key == "unique_id") got = value;
@@ -545,9 +542,10 @@ Result<std::unique_ptr<BlockSource>> OpenParent(const OpenContext& ctx, const Fi
     if (got != want) {
       if (!mismatch) {
         mismatch = Status::Corrupt(path + ": parent " + *resolved + " (from the " + c.origin +
-                                   ") has unique ID " + got + ", but this disk's header expects "
-                                   "parent unique ID " + want +
-                                   ": the parent was replaced or modified");
+                                   ") has unique ID " + got +
+                                   ", but this disk's header expects "
+                                   "parent unique ID " +
+                                   want + ": the parent was replaced or modified");
       }
       continue;
     }
@@ -556,10 +554,22 @@ Result<std::unique_ptr<BlockSource>> OpenParent(const OpenContext& ctx, const Fi
   }
   if (mismatch) return *mismatch;
   if (denied) return *denied;
-  std::string list;
+  // One line per path looked for, with every place that named it.
+  std::vector<std::pair<std::string, std::string>> looked;
   for (const ParentCandidate& c : candidates) {
+    std::string p = JoinPath(DirName(path), c.reference);
+    auto it =
+        std::find_if(looked.begin(), looked.end(), [&](const auto& l) { return l.first == p; });
+    if (it == looked.end()) {
+      looked.push_back({p, "from the " + c.origin});
+    } else {
+      it->second += " and the " + c.origin;
+    }
+  }
+  std::string list;
+  for (const auto& [p, origins] : looked) {
     if (!list.empty()) list += "; ";
-    list += JoinPath(DirName(path), c.reference) + " (from the " + c.origin + ")";
+    list += p + " (" + origins + ")";
   }
   return Status::NotFound(path + ": parent image (unique ID " + want + ") not found: looked for " +
                           list);
@@ -593,10 +603,9 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
   // creator use the CHS geometry, everybody else the footer's current size. The maximum
   // geometry means "too big for CHS": then the current size counts.
   const vhd::Geometry geometry{footer.cylinders, footer.heads, footer.sectors_per_track};
-  const bool chs_creator = CodeIs(footer.creator_app, "vpc ") ||
-                           CodeIs(footer.creator_app, "qemu");
-  const bool use_chs = chs_creator && geometry.sectors() != 0 &&
-                       geometry != vhd::Geometry{65535, 16, 255};
+  const bool chs_creator = CodeIs(footer.creator_app, "vpc ") || CodeIs(footer.creator_app, "qemu");
+  const bool use_chs =
+      chs_creator && geometry.sectors() != 0 && geometry != vhd::Geometry{65535, 16, 255};
   uint64_t size;
   if (use_chs) {
     size = geometry.sectors() * kSectorSize;
@@ -608,9 +617,8 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
     }
   }
   if (size / kSectorSize > vhd::kMaxDiskSectors) {
-    return Status::TooLarge(path + ": virtual size " + std::to_string(size) +
-                            " bytes (footer at " + Hex(copy.offset) +
-                            ") is over the VHD maximum of " +
+    return Status::TooLarge(path + ": virtual size " + std::to_string(size) + " bytes (footer at " +
+                            Hex(copy.offset) + ") is over the VHD maximum of " +
                             std::to_string(vhd::kMaxDiskSectors * kSectorSize) + " bytes");
   }
 
@@ -627,8 +635,8 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
       {"creator_version", Hex(footer.creator_version)},
       {"creator_os", vhd::FormatCode(footer.creator_os)},
       {"unique_id", vhd::FormatUuid(footer.unique_id)},
-      {"geometry", std::to_string(geometry.cylinders) + "/" + std::to_string(geometry.heads) +
-                       "/" + std::to_string(geometry.sectors_per_track)},
+      {"geometry", std::to_string(geometry.cylinders) + "/" + std::to_string(geometry.heads) + "/" +
+                       std::to_string(geometry.sectors_per_track)},
       {"current_size", std::to_string(footer.current_size)},
       {"size_from", use_chs ? "CHS geometry" : "current size"},
   };
@@ -666,8 +674,8 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
   const DynamicHeader header = vhd::ParseDynamicHeader(raw_header);
   const uint32_t header_sum = vhd::Checksum(raw_header, vhd::header_off::kChecksum);
   if (header_sum != header.checksum) {
-    std::string mismatch = ChecksumMismatch("dynamic disk header", footer.data_offset,
-                                            header.checksum, header_sum);
+    std::string mismatch =
+        ChecksumMismatch("dynamic disk header", footer.data_offset, header.checksum, header_sum);
     std::string why = type == DiskType::kDifferencing
                           ? ExplainHeaderMismatch(raw_header, header.checksum)
                           : std::string();
@@ -732,8 +740,7 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
 
   if (type == DiskType::kDifferencing) {
     std::string parent_path;
-    FERRY_ASSIGN_OR_RETURN(s.parent_,
-                           OpenParent(ctx, s.file(), file_size, header, &parent_path));
+    FERRY_ASSIGN_OR_RETURN(s.parent_, OpenParent(ctx, s.file(), file_size, header, &parent_path));
     const ImageInfo parent_info = s.parent_->info();
     info.details.push_back({"parent_unique_id", vhd::FormatUuid(header.parent_unique_id)});
     info.details.push_back({"parent", parent_path});
@@ -743,7 +750,8 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
       problems.push_back("parent " + parent_path + " is " + std::to_string(s.parent_->size()) +
                          " bytes, this disk " + std::to_string(size));
     }
-    for (const auto& p : parent_info.problems) problems.push_back("parent " + parent_path + ": " + p);
+    for (const auto& p : parent_info.problems)
+      problems.push_back("parent " + parent_path + ": " + p);
   }
   info.problems = std::move(problems);
   return std::unique_ptr<BlockSource>(std::move(source));

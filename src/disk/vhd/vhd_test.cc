@@ -97,7 +97,7 @@ int LibvhdiExport(const std::string& image, const std::string& out,
       "while off < n:\n"
       "    k = min(1 << 20, n - off); o.write(f.read_buffer_at_offset(k, off)); off += k\n";
   auto r = Sh("/usr/bin/python3 -c " + ShellQuote(script) + " " + ShellQuote(image) + " " +
-               ShellQuote(out) + (parent.empty() ? "" : " " + ShellQuote(parent)));
+              ShellQuote(out) + (parent.empty() ? "" : " " + ShellQuote(parent)));
   if (r.exit_code != 0) ADD_FAILURE() << r.output;
   return r.exit_code;
 }
@@ -179,8 +179,8 @@ TEST_P(VhdQemuReadTest, ReadsWhatQemuWrote) {
   spec.zero_fraction = 0.02;
   ASSERT_TRUE(testing::WritePatternRaw(truth, spec));
   const std::string image = dir.Join("q.vhd");
-  auto r = Sh("qemu-img convert -f raw -O vpc -o " + GetParam().options + " " +
-               ShellQuote(truth) + " " + ShellQuote(image));
+  auto r = Sh("qemu-img convert -f raw -O vpc -o " + GetParam().options + " " + ShellQuote(truth) +
+              " " + ShellQuote(image));
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   auto src = Open(image);
@@ -204,11 +204,11 @@ TEST_P(VhdQemuReadTest, ReadsWhatQemuWrote) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, VhdQemuReadTest,
-    ::testing::Values(QemuCase{"subformat=dynamic", false}, QemuCase{"subformat=fixed", false},
-                      QemuCase{"subformat=dynamic,force_size=on", true},
-                      QemuCase{"subformat=fixed,force_size=on", true}));
+INSTANTIATE_TEST_SUITE_P(Variants, VhdQemuReadTest,
+                         ::testing::Values(QemuCase{"subformat=dynamic", false},
+                                           QemuCase{"subformat=fixed", false},
+                                           QemuCase{"subformat=dynamic,force_size=on", true},
+                                           QemuCase{"subformat=fixed,force_size=on", true}));
 
 // ---------------------------------------------------------------------------------------------
 // The dfvfs corpus
@@ -236,8 +236,7 @@ TEST(VhdCorpusTest, FatDifferentialWithoutParentIsNotFoundNamingIt) {
   EXPECT_NE(src.status().message().find("/fat-parent.vhd"), std::string::npos)
       << src.status().ToString();
   EXPECT_NE(src.status().message().find("W2ru"), std::string::npos);
-  EXPECT_NE(src.status().message().find("5fa21a55-f394-aa4d-9958-1951a67d5540"),
-            std::string::npos);
+  EXPECT_NE(src.status().message().find("5fa21a55-f394-aa4d-9958-1951a67d5540"), std::string::npos);
 }
 
 // image.vhd: QEMU 7.2 says "Incorrect header checksum". Its stored footer checksum is that of
@@ -267,8 +266,8 @@ TEST(VhdCorpusTest, ImageDifferentialOpensItsParentAndReadsLikeLibvhdi) {
   const std::string parent = dir.Join("image.vhd");
   const std::string child = dir.Join("image-differential.vhd");
   ASSERT_TRUE(testing::WriteFileBytes(parent, testing::ReadFileBytes(CorpusFile("image.vhd"))));
-  ASSERT_TRUE(testing::WriteFileBytes(
-      child, testing::ReadFileBytes(CorpusFile("image-differential.vhd"))));
+  ASSERT_TRUE(
+      testing::WriteFileBytes(child, testing::ReadFileBytes(CorpusFile("image-differential.vhd"))));
   auto src = Open(child);
   ASSERT_TRUE(src.ok()) << src.status().ToString();
   const ImageInfo info = (*src)->info();
@@ -355,8 +354,8 @@ std::vector<uint8_t> Build(const HandMade& h) {
   PutUtf16(&name, 0, h.parent_name, true);
   std::memcpy(header.parent_name.data(), name.data(), 512);
   size_t locator = 0;
-  for (auto [code, text] : {std::pair{vhd::kPlatformW2ru, h.w2ru},
-                            std::pair{vhd::kPlatformW2ku, h.w2ku}}) {
+  for (auto [code, text] :
+       {std::pair{vhd::kPlatformW2ru, h.w2ru}, std::pair{vhd::kPlatformW2ku, h.w2ku}}) {
     if (text.empty()) continue;
     header.locators[locator++] = {code, 1, static_cast<uint32_t>(text.size() * 2), pos};
     out.resize(pos + 512, 0);
@@ -413,7 +412,8 @@ TEST(VhdHandMadeTest, DynamicBitmapZeroSectorsAreHoles) {
   std::vector<uint8_t> want(h.size, 0);
   const BlockSpec& b = h.blocks[1];
   for (uint64_t s = 0; s < h.block_size / 512; ++s) {
-    if (SectorPresent(b, s)) std::memcpy(want.data() + h.block_size + s * 512, &b.data[s * 512], 512);
+    if (SectorPresent(b, s))
+      std::memcpy(want.data() + h.block_size + s * 512, &b.data[s * 512], 512);
   }
   EXPECT_TRUE(ReadAll(**src) == want);
   std::vector<Extent> extents;
@@ -440,7 +440,7 @@ class VhdDifferencingTest : public ::testing::Test {
     ASSERT_TRUE(testing::WritePatternRaw(truth_, spec));
     parent_ = dir_.Join("base.vhd");
     auto r = Sh("qemu-img convert -f raw -O vpc -o subformat=dynamic,force_size=on " +
-                 ShellQuote(truth_) + " " + ShellQuote(parent_));
+                ShellQuote(truth_) + " " + ShellQuote(parent_));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::vector<uint8_t> p = testing::ReadFileBytes(parent_);
     std::memcpy(parent_id_.data(), p.data() + vhd::footer_off::kUniqueId, 16);
@@ -569,13 +569,12 @@ TEST_F(VhdDifferencingTest, SelfReferenceIsALoop) {
 
 class VhdCorruptTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    bytes_ = Build(HandMade{.blocks = {{1, StripedBlock(2 * kMiB, 1)}}});
-  }
+  void SetUp() override { bytes_ = Build(HandMade{.blocks = {{1, StripedBlock(2 * kMiB, 1)}}}); }
   // Re-serializes footer copies and the header after `edit` changed parsed fields.
   Status OpenEdited(const std::function<void(vhd::Footer*, vhd::DynamicHeader*)>& edit) {
     vhd::Footer f = vhd::ParseFooter(std::span<const uint8_t>(bytes_.data(), 512));
-    vhd::DynamicHeader h = vhd::ParseDynamicHeader(std::span<const uint8_t>(bytes_.data() + 512, 1024));
+    vhd::DynamicHeader h =
+        vhd::ParseDynamicHeader(std::span<const uint8_t>(bytes_.data() + 512, 1024));
     edit(&f, &h);
     auto fb = vhd::SerializeFooter(f);
     auto hb = vhd::SerializeDynamicHeader(h);
@@ -634,14 +633,10 @@ TEST_F(VhdCorruptTest, HugeBlockSize) {
 }
 
 TEST_F(VhdCorruptTest, HugeDiskAndSmallBat) {
-  ExpectError(OpenEdited([](vhd::Footer* f, vhd::DynamicHeader*) {
-                f->current_size = 1ull << 50;
-              }),
+  ExpectError(OpenEdited([](vhd::Footer* f, vhd::DynamicHeader*) { f->current_size = 1ull << 50; }),
               ErrorCode::kTooLarge, "over the VHD maximum");
   SetUp();
-  ExpectError(OpenEdited([](vhd::Footer* f, vhd::DynamicHeader*) {
-                f->current_size = 1ull << 40;
-              }),
+  ExpectError(OpenEdited([](vhd::Footer* f, vhd::DynamicHeader*) { f->current_size = 1ull << 40; }),
               ErrorCode::kCorrupt, "the BAT has 4 entries");
   SetUp();
   ExpectError(OpenEdited([](vhd::Footer*, vhd::DynamicHeader* h) {
@@ -786,16 +781,15 @@ TEST_P(VhdWriteTest, RoundTripThroughQemuAndLibvhdi) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, VhdWriteTest,
-    ::testing::Values(
-        // Dynamic: exact size (not a CHS product, not whole blocks).
-        WriteCase{"", 0, 21 * kMiB + 64 * 1024, 21 * kMiB + 64 * 1024},
-        WriteCase{"dynamic", 512 * 1024, 9 * kMiB + 4096, 9 * kMiB + 4096},
-        WriteCase{"dynamic", 8 * kMiB, 20 * kMiB, 20 * kMiB},
-        // Fixed: rounded up to whole MiB for Azure.
-        WriteCase{"fixed", 0, 10 * kMiB + 4096, 11 * kMiB},
-        WriteCase{"fixed", 0, 6 * kMiB, 6 * kMiB}));
+INSTANTIATE_TEST_SUITE_P(Variants, VhdWriteTest,
+                         ::testing::Values(
+                             // Dynamic: exact size (not a CHS product, not whole blocks).
+                             WriteCase{"", 0, 21 * kMiB + 64 * 1024, 21 * kMiB + 64 * 1024},
+                             WriteCase{"dynamic", 512 * 1024, 9 * kMiB + 4096, 9 * kMiB + 4096},
+                             WriteCase{"dynamic", 8 * kMiB, 20 * kMiB, 20 * kMiB},
+                             // Fixed: rounded up to whole MiB for Azure.
+                             WriteCase{"fixed", 0, 10 * kMiB + 4096, 11 * kMiB},
+                             WriteCase{"fixed", 0, 6 * kMiB, 6 * kMiB}));
 
 TEST(VhdWriterTest, RejectsBadOptions) {
   TempDir dir;
@@ -884,6 +878,41 @@ TEST_P(VhdResumeTest, ResumeChecksTheBlob) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Subformats, VhdResumeTest, ::testing::Values("dynamic", "fixed"));
+
+}  // namespace
+}  // namespace ferry
+
+namespace ferry {
+namespace {
+
+// The fuzz seeds are what they claim to be (fuzz/corpus/vhd_fuzz/).
+TEST(VhdFuzzSeedTest, SeedsOpenOrFailAsNamed) {
+  const std::map<std::string, ErrorCode> expect = {
+      {"qemu-dynamic-empty.vhd", ErrorCode::kOk},
+      {"qemu-fixed-16k.vhd", ErrorCode::kOk},
+      {"qemu-fixed-chs.vhd", ErrorCode::kOk},
+      {"dynamic-4k-blocks.vhd", ErrorCode::kOk},
+      {"differencing-locators.vhd", ErrorCode::kNotFound},
+      {"stamped-uuid.vhd", ErrorCode::kOk},
+      {"fixed-old-511-footer.vhd", ErrorCode::kOk},
+      {"bad-footer-checksum.vhd", ErrorCode::kCorrupt},
+      {"bat-past-eof.vhd", ErrorCode::kCorrupt},
+      {"huge-block-size.vhd", ErrorCode::kTooLarge},
+      {"huge-bat.vhd", ErrorCode::kCorrupt},
+      {"truncated.vhd", ErrorCode::kCorrupt},
+  };
+  for (const auto& [name, code] : expect) {
+    const std::string path = testing::SourceDir() + "/fuzz/corpus/vhd_fuzz/" + name;
+    auto src = Open(path);
+    EXPECT_EQ(src.ok() ? ErrorCode::kOk : src.status().code(), code)
+        << name << ": " << (src.ok() ? "ok" : src.status().ToString());
+    if (src.ok()) {
+      std::vector<uint8_t> all = ReadAll(**src);
+      uint64_t data_bytes;
+      CheckExtents(**src, all, &data_bytes);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace ferry

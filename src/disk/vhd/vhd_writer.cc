@@ -114,8 +114,7 @@ Result<Plan> MakePlan(const std::string& path, const CreateOptions& options) {
     plan.block_size = options.cluster_size == 0 ? kDefaultBlockSize : options.cluster_size;
     if (!IsPowerOfTwo(plan.block_size) || plan.block_size < kMinBlockSize ||
         plan.block_size > kMaxBlockSize) {
-      return Status::InvalidArgument(path + ": vhd block size " +
-                                     std::to_string(plan.block_size) +
+      return Status::InvalidArgument(path + ": vhd block size " + std::to_string(plan.block_size) +
                                      " must be a power of two from 512 KiB to 256 MiB");
     }
   }
@@ -226,8 +225,8 @@ class FixedVhdSink final : public BlockSink {
 struct DynamicLayout {
   uint64_t blocks = 0;
   uint32_t bitmap_size = 0;
-  uint64_t bat_bytes = 0;    // BAT padded to a sector
-  uint64_t first_slot = 0;   // 4 KiB aligned
+  uint64_t bat_bytes = 0;   // BAT padded to a sector
+  uint64_t first_slot = 0;  // 4 KiB aligned
   uint64_t slot_size = 0;
   uint64_t bitmap_in_slot = 0;
 
@@ -411,8 +410,7 @@ Result<std::unique_ptr<BlockSink>> CreateVhd(const std::string& path,
       std::move(file), plan, id, std::move(bat), layout.first_slot, /*zero_initialized=*/true));
 }
 
-Result<std::unique_ptr<BlockSink>> ResumeVhd(const std::string& path,
-                                             const CreateOptions& options,
+Result<std::unique_ptr<BlockSink>> ResumeVhd(const std::string& path, const CreateOptions& options,
                                              std::span<const uint8_t> state) {
   FERRY_ASSIGN_OR_RETURN(const Plan plan, MakePlan(path, options));
   FERRY_ASSIGN_OR_RETURN(const Blob blob, ParseBlob(path, state));
@@ -427,8 +425,8 @@ Result<std::unique_ptr<BlockSink>> ResumeVhd(const std::string& path,
   if (plan.type == DiskType::kFixed) {
     // Drops a footer an interrupted Finalize may have written.
     FERRY_TRY(file->Truncate(plan.size));
-    return std::unique_ptr<BlockSink>(std::make_unique<FixedVhdSink>(
-        std::move(file), plan, blob.id, /*zero_initialized=*/false));
+    return std::unique_ptr<BlockSink>(
+        std::make_unique<FixedVhdSink>(std::move(file), plan, blob.id, /*zero_initialized=*/false));
   }
   const DynamicLayout layout = DynamicLayout::For(plan);
   if (blob.file_end < layout.first_slot || (blob.file_end - layout.first_slot) % layout.slot_size) {
@@ -450,7 +448,8 @@ Result<std::unique_ptr<BlockSink>> ResumeVhd(const std::string& path,
     const uint64_t slot = uint64_t(entry) * kSectorSize - layout.bitmap_in_slot;
     if (entry != vhd::kUnallocated &&
         (uint64_t(entry) * kSectorSize < layout.first_slot + layout.bitmap_in_slot ||
-         slot + layout.slot_size > blob.file_end || (slot - layout.first_slot) % layout.slot_size)) {
+         slot + layout.slot_size > blob.file_end ||
+         (slot - layout.first_slot) % layout.slot_size)) {
       entry = vhd::kUnallocated;
     }
     bat[i] = entry;
@@ -458,9 +457,9 @@ Result<std::unique_ptr<BlockSink>> ResumeVhd(const std::string& path,
   FERRY_TRY(file->Truncate(blob.file_end));
   // An interrupted Finalize may have written the footer copy at 0: unfinished again.
   FERRY_TRY(file->WriteAt(0, std::vector<uint8_t>(kFooterSize, 0)));
-  return std::unique_ptr<BlockSink>(std::make_unique<DynamicVhdSink>(
-      std::move(file), plan, blob.id, std::move(bat), blob.file_end,
-      /*zero_initialized=*/false));
+  return std::unique_ptr<BlockSink>(std::make_unique<DynamicVhdSink>(std::move(file), plan, blob.id,
+                                                                     std::move(bat), blob.file_end,
+                                                                     /*zero_initialized=*/false));
 }
 
 }  // namespace ferry
