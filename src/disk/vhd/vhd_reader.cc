@@ -133,35 +133,40 @@ void AddWindowsCandidate(const std::string& raw, const std::string& origin,
   if (drive || s[0] == '/') {
     std::string name = BaseName(s);
     if (name.empty()) return;
-    out->push_back({name, origin + " '" + raw +
-                              "', a Windows path: its file name was looked "
-                              "for next to the image"});
+    out->push_back({name, origin + " '" + raw + "' (a Windows path: tried its file name)"});
     return;
   }
   while (s.size() > 2 && s.compare(0, 2, "./") == 0) s = s.substr(2);
   out->push_back({s, origin + " '" + raw + "'"});
 }
 
+// What OpenVhd found: immutable once the source exists.
+struct VhdLayout {
+  DiskType type = DiskType::kFixed;
+  uint32_t block_size = 0;              // dynamic/differencing
+  uint32_t bitmap_size = 0;             // bytes of sector bitmap before each block
+  std::vector<uint32_t> bat;            // entries covering the virtual size
+  std::unique_ptr<BlockSource> parent;  // differencing only
+  ImageInfo info;
+};
+
 class VhdSource final : public BlockSource {
  public:
-  VhdSource(std::unique_ptr<File> file, uint64_t size) : file_(std::move(file)), size_(size) {}
+  VhdSource(std::unique_ptr<File> file, uint64_t size, VhdLayout layout)
+      : file_(std::move(file)),
+        size_(size),
+        type_(layout.type),
+        block_size_(layout.block_size),
+        bitmap_size_(layout.bitmap_size),
+        bat_(std::move(layout.bat)),
+        parent_(std::move(layout.parent)),
+        info_(std::move(layout.info)) {}
 
   uint64_t size() const override { return size_; }
   ImageInfo info() const override { return info_; }
 
   Status Extents(uint64_t offset, uint64_t length, std::vector<Extent>* out) override;
   Status Read(uint64_t offset, std::span<uint8_t> buf) override;
-
-  // Set up by OpenVhd.
-  DiskType type_ = DiskType::kFixed;
-  uint64_t fixed_data_length_ = 0;
-  uint32_t block_size_ = 0;
-  uint32_t bitmap_size_ = 0;
-  std::vector<uint32_t> bat_;
-  std::unique_ptr<BlockSource> parent_;
-  ImageInfo info_;
-
-  const File& file() const { return *file_; }
 
  private:
   enum class RunKind { kData, kParent, kHole };
@@ -177,8 +182,14 @@ class VhdSource final : public BlockSource {
   // The bitmap of allocated block `block`; null if every sector of the block is present.
   Result<std::shared_ptr<const std::vector<uint8_t>>> Bitmap(uint64_t block);
 
-  std::unique_ptr<File> file_;
+  const std::unique_ptr<File> file_;
   const uint64_t size_;
+  const DiskType type_;
+  const uint32_t block_size_;
+  const uint32_t bitmap_size_;
+  const std::vector<uint32_t> bat_;
+  const std::unique_ptr<BlockSource> parent_;
+  const ImageInfo info_;
 
   std::mutex cache_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<const std::vector<uint8_t>>>
@@ -622,10 +633,9 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
                             std::to_string(vhd::kMaxDiskSectors * kSectorSize) + " bytes");
   }
 
-  auto source = std::make_unique<VhdSource>(std::move(file), size);
-  VhdSource& s = *source;
-  s.type_ = type;
-  ImageInfo& info = s.info_;
+  VhdLayout layout;
+  layout.type = type;
+  ImageInfo& info = layout.info;
   info.format = "vhd";
   info.virtual_size = size;
   info.file_size = file_size;
@@ -644,7 +654,6 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
 
   if (type == DiskType::kFixed) {
     info.subformat = "fixed";
-    s.fixed_data_length_ = copy.offset;
     if (size > copy.offset) {
       return Status::Corrupt(path + ": fixed disk of " + std::to_string(size) +
                              " bytes, but only " + std::to_string(copy.offset) +
@@ -653,7 +662,8 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
     }
     info.allocated_bytes = size;
     info.problems = std::move(problems);
-    return std::unique_ptr<BlockSource>(std::move(source));
+    return std::unique_ptr<BlockSource>(
+        std::make_unique<VhdSource>(std::move(file), size, std::move(layout)));
   }
 
   // Dynamic and differencing disks: the dynamic disk header and the BAT.
@@ -666,7 +676,7 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
                            Hex(file_size) + ")");
   }
   std::array<uint8_t, vhd::kDynamicHeaderSize> raw_header;
-  FERRY_TRY(s.file().ReadAt(footer.data_offset, raw_header));
+  FERRY_TRY(file->ReadAt(footer.data_offset, raw_header));
   if (!HasCookie(raw_header, vhd::kDynamicHeaderCookie)) {
     return Status::Corrupt(path + ": no dynamic disk header ('cxsparse') at " +
                            Hex(footer.data_offset));
@@ -697,8 +707,8 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
                             " in the dynamic disk header at " + Hex(footer.data_offset) +
                             " is over Ferry's limit of " + std::to_string(kMaxBlockSize));
   }
-  s.block_size_ = bs;
-  s.bitmap_size_ = static_cast<uint32_t>(RoundUp(DivRoundUp(bs / kSectorSize, 8), kSectorSize));
+  layout.block_size = bs;
+  layout.bitmap_size = static_cast<uint32_t>(RoundUp(DivRoundUp(bs / kSectorSize, 8), kSectorSize));
   const uint64_t blocks = DivRoundUp(size, bs);
   if (blocks > header.max_table_entries) {
     return Status::Corrupt(path + ": the BAT has " + std::to_string(header.max_table_entries) +
@@ -716,16 +726,16 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
                            Hex(file_size) + ")");
   }
   std::vector<uint8_t> raw_bat(blocks * 4);
-  FERRY_TRY(s.file().ReadAt(header.table_offset, raw_bat));
-  s.bat_.resize(blocks);
+  FERRY_TRY(file->ReadAt(header.table_offset, raw_bat));
+  layout.bat.resize(blocks);
   uint64_t allocated = 0;
   for (uint64_t i = 0; i < blocks; ++i) {
     const uint32_t entry = LoadBE32(raw_bat.data() + 4 * i);
-    s.bat_[i] = entry;
+    layout.bat[i] = entry;
     if (entry == vhd::kUnallocated) continue;
     const uint64_t in_disk = std::min<uint64_t>(bs, size - i * bs);
     const uint64_t start = uint64_t(entry) * kSectorSize;
-    const uint64_t end = start + s.bitmap_size_ + in_disk;  // < 2^41 + 2^29: no overflow
+    const uint64_t end = start + layout.bitmap_size + in_disk;  // < 2^41 + 2^29: no overflow
     if (end > file_size) {
       return Status::Corrupt(path + ": block " + std::to_string(i) + " (BAT entry at " +
                              Hex(header.table_offset + 4 * i) + ") at " + Hex(start) +
@@ -740,21 +750,22 @@ Result<std::unique_ptr<BlockSource>> OpenVhd(const OpenContext& ctx, std::unique
 
   if (type == DiskType::kDifferencing) {
     std::string parent_path;
-    FERRY_ASSIGN_OR_RETURN(s.parent_, OpenParent(ctx, s.file(), file_size, header, &parent_path));
-    const ImageInfo parent_info = s.parent_->info();
+    FERRY_ASSIGN_OR_RETURN(layout.parent, OpenParent(ctx, *file, file_size, header, &parent_path));
+    const ImageInfo parent_info = layout.parent->info();
     info.details.push_back({"parent_unique_id", vhd::FormatUuid(header.parent_unique_id)});
     info.details.push_back({"parent", parent_path});
     info.backing_chain.push_back(parent_path);
     for (const auto& p : parent_info.backing_chain) info.backing_chain.push_back(p);
-    if (s.parent_->size() != size) {
-      problems.push_back("parent " + parent_path + " is " + std::to_string(s.parent_->size()) +
+    if (layout.parent->size() != size) {
+      problems.push_back("parent " + parent_path + " is " + std::to_string(layout.parent->size()) +
                          " bytes, this disk " + std::to_string(size));
     }
     for (const auto& p : parent_info.problems)
       problems.push_back("parent " + parent_path + ": " + p);
   }
   info.problems = std::move(problems);
-  return std::unique_ptr<BlockSource>(std::move(source));
+  return std::unique_ptr<BlockSource>(
+      std::make_unique<VhdSource>(std::move(file), size, std::move(layout)));
 }
 
 }  // namespace ferry
