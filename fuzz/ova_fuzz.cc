@@ -5,33 +5,17 @@
 #include <cstdint>
 #include <vector>
 
+#include "empty_env.h"
 #include "disk/ova/ova.h"
 
 namespace {
-
-// An Env with no files: every reference a descriptor makes resolves to NotFound.
-class EmptyEnv final : public ferry::Env {
- public:
-  ferry::Result<std::unique_ptr<ferry::File>> Open(const std::string& path,
-                                                   ferry::OpenMode) override {
-    return ferry::Status::NotFound(path);
-  }
-  bool Exists(const std::string&) override { return false; }
-  ferry::Status Remove(const std::string& path) override { return ferry::Status::NotFound(path); }
-  ferry::Status Rename(const std::string& from, const std::string&) override {
-    return ferry::Status::NotFound(from);
-  }
-  ferry::Result<std::string> RealPath(const std::string& path) override {
-    return ferry::Status::NotFound(path);
-  }
-};
 
 constexpr uint64_t kMaxReadBytes = 4 << 20;
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static EmptyEnv env;
+  static ferry::fuzz::EmptyEnv env;
   ferry::OpenOptions options;
   options.env = &env;
   auto src =

@@ -85,6 +85,10 @@ struct CreateOptions {
   std::string subformat;      // vhd: dynamic|fixed; vmdk: streamOptimized|monolithicSparse
   std::string compression;    // qcow2: "" (none), "zlib" or "zstd"
   bool preallocate = false;   // raw: allocate every byte
+  // The name the image will have once complete, when it is written under a temporary name
+  // (formats that record their own file name, like a VMDK descriptor's extent line, use
+  // this). Empty: the path it is created at.
+  std::string final_path;
 };
 
 // Creates a new image at `path` (overwriting it) for writing.

@@ -85,6 +85,7 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
                                    std::to_string(source->size()) + ")");
   }
   r.create.env = env;
+  r.create.final_path = r.target;
   if (r.journal_path.empty()) r.journal_path = JournalPathFor(r.target);
   const std::string part = PartPathFor(r.target);
 

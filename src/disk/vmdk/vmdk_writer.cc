@@ -653,13 +653,15 @@ Result<std::unique_ptr<BlockSink>> CreateVmdk(const std::string& path,
   FERRY_ASSIGN_OR_RETURN(Kind kind, KindFor(path, options.subformat));
   FERRY_ASSIGN_OR_RETURN(Geometry g, MakeGeometry(path, options));
   FERRY_ASSIGN_OR_RETURN(auto file, options.env->Open(path, OpenMode::kCreateTruncate));
+  // The descriptor's extent line names the file as it will be called when complete.
+  const std::string& name = options.final_path.empty() ? path : options.final_path;
   if (kind == Kind::kSparse) {
     auto sink = std::make_unique<SparseSink>(std::move(file), g);
-    FERRY_TRY(sink->Create(path));
+    FERRY_TRY(sink->Create(name));
     return std::unique_ptr<BlockSink>(std::move(sink));
   }
   auto sink = std::make_unique<StreamSink>(std::move(file), g);
-  FERRY_TRY(sink->Create(path));
+  FERRY_TRY(sink->Create(name));
   return std::unique_ptr<BlockSink>(std::move(sink));
 }
 
