@@ -299,7 +299,8 @@ Status Preflight() {
 // Boots the guest kernel under KVM with a deadline: KVM counts only if heartbeats arrive.
 // The verdict is cached per kernel in cache_dir (the probe costs up to 30 s when KVM stalls).
 Result<Accel> ProbeAccel(const LabConfig& config, const std::string& kernel,
-                         const std::string& initrd, const std::string& root) {
+                         const std::string& initrd, const std::string& root,
+                         const std::string& key) {
   if (config.accel != Accel::kAuto) return config.accel;
   if (const char* env = std::getenv("FERRY_LAB_ACCEL"); env != nullptr && *env != '\0') {
     auto a = ParseAccel(env);
@@ -308,7 +309,6 @@ Result<Accel> ProbeAccel(const LabConfig& config, const std::string& kernel,
   int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
   if (fd < 0) return Accel::kTcg;
   close(fd);
-  const std::string key = fs::path(kernel).filename().string();
   const std::string cache = config.cache_dir.empty() ? "" : config.cache_dir + "/lab-accel";
   if (!cache.empty()) {
     auto cached = ReadText(cache);
@@ -416,7 +416,7 @@ Status WaitHostReady(const HostInfo& h, int64_t timeout_ms) {
   const int64_t deadline = NowMs() + timeout_ms;
   std::string last;
   while (NowMs() < deadline) {
-    if (!ProcessMatches(h.libvirtd_pid, "libvirtd")) {
+    if (!ProcessAlive(h.libvirtd_pid)) {
       return Status::Io(h.name + ": libvirtd exited; its output: " +
                         TailOfFile(h.dir + "/libvirtd.out") +
                         TailOfFile(h.dir + "/log/libvirtd.log"));
@@ -573,7 +573,8 @@ Result<std::unique_ptr<Lab>> Lab::Up(const LabConfig& config) {
   InitramfsSpec ir{guest_binary, config.busybox, kernel.modules_dir, DefaultGuestModules()};
   if (Status st = BuildInitramfs(ir, s.initrd); !st.ok()) return fail(st);
 
-  auto accel = ProbeAccel(config, s.kernel, s.initrd, root);
+  auto accel = ProbeAccel(config, s.kernel, s.initrd, root,
+                          fs::path(kernel.vmlinuz).filename().string());
   if (!accel.ok()) return fail(accel.status());
   s.accel = std::string(AccelName(*accel));
   s.domain_type = *accel == Accel::kKvm ? "kvm" : "qemu";

@@ -6,10 +6,13 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "lab/console.h"
 #include "lab/lab.h"
+#include "lab/lab_command.h"
 #include "lab/process.h"
 #include "test_util.h"
 
@@ -30,6 +33,29 @@ struct DownGuard {
     if (!root.empty()) (void)Lab::Down(root);
   }
 };
+
+// Runs `ferry ARGS...` through AddLabCommand; returns the exit code.
+int RunCli(std::vector<std::string> args) {
+  CLI::App app{"ferry"};
+  int exit_code = -1;
+  AddLabCommand(app, &exit_code);
+  args.insert(args.begin(), "ferry");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  try {
+    app.parse(static_cast<int>(argv.size()), argv.data());
+  } catch (const CLI::ParseError& e) {
+    return 2;
+  }
+  return exit_code;
+}
+
+std::vector<std::string> Words(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
 
 int64_t MsSince(int64_t ns) { return (ConsoleWatcher::NowNs() - ns) / 1000000; }
 
@@ -61,10 +87,10 @@ TEST(Lab, TwoHostsBootMigrateVerifyDown) {
     EXPECT_NE(caps->find("<uuid>" + lab.host(h).host_uuid + "</uuid>"), std::string::npos);
     auto pools = lab.Virsh(h, {"pool-list", "--name"});
     ASSERT_TRUE(pools.ok());
-    EXPECT_EQ(*pools, "local\nnas1\nnas2\n\n");
+    EXPECT_EQ(Words(*pools), (std::vector<std::string>{"local", "nas1", "nas2"}));
     auto nets = lab.Virsh(h, {"net-list", "--name"});
     ASSERT_TRUE(nets.ok());
-    EXPECT_EQ(*nets, "lab\n\n");
+    EXPECT_EQ(Words(*nets), std::vector<std::string>{"lab"});
   }
   EXPECT_EQ(lab.host(1).uri, "qemu+tcp://127.0.0.41/system");
   EXPECT_EQ(lab.host(2).migration_uri, "tcp://127.0.0.42");
@@ -155,10 +181,21 @@ TEST(Lab, TwoHostsBootMigrateVerifyDown) {
   EXPECT_GE(found, durable);
   std::printf("verify boot: %s (last reported durable %lld)\n", verdict->text.c_str(), durable);
 
-  // Down: no daemon, no QEMU, no bridge, no folder.
+  // `ferry lab status` and `ferry lab down` (the CLI hook, run in this process).
   std::vector<pid_t> daemons = {lab.host(1).libvirtd_pid, lab.host(2).libvirtd_pid};
   const std::string bridge = lab.state().bridge;
-  ASSERT_TRUE(lab.Down().ok());
+  EXPECT_EQ(RunCli({"lab", "status", "--root", config.root, "--output", "json"}), 0);
+  ::testing::internal::CaptureStdout();
+  int status_rc = RunCli({"lab", "status", "--root", config.root});
+  std::string status_text = ::testing::internal::GetCapturedStdout();
+  EXPECT_EQ(status_rc, 0);
+  EXPECT_NE(status_text.find("host2  qemu+tcp://127.0.0.42/system"), std::string::npos)
+      << status_text;
+  EXPECT_NE(status_text.find("guest g1verify running on host2"), std::string::npos)
+      << status_text;
+  EXPECT_NE(status_text.find("guest g1       not running"), std::string::npos) << status_text;
+  // Down: no daemon, no QEMU, no bridge, no folder.
+  ASSERT_EQ(RunCli({"lab", "down", "--root", config.root}), 0);
   for (pid_t pid : daemons) EXPECT_FALSE(ProcessMatches(pid, "libvirtd")) << pid;
   EXPECT_TRUE(FindProcesses(config.root + "/").empty());
   EXPECT_FALSE(std::filesystem::exists(config.root));

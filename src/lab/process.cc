@@ -59,7 +59,7 @@ int DecodeStatus(int status) {
   _exit(127);
 }
 
-bool Alive(pid_t pid) {
+bool AliveImpl(pid_t pid) {
   int status = 0;
   pid_t r = waitpid(pid, &status, WNOHANG);
   if (r == pid) return false;  // our child, now reaped
@@ -192,6 +192,8 @@ Result<pid_t> Spawn(const std::vector<std::string>& argv, const SpawnOptions& o)
   return pid;
 }
 
+bool ProcessAlive(pid_t pid) { return pid > 0 && AliveImpl(pid); }
+
 bool ProcessMatches(pid_t pid, const std::string& needle) {
   if (pid <= 0) return false;
   std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
@@ -206,15 +208,15 @@ bool ProcessMatches(pid_t pid, const std::string& needle) {
 bool TerminateProcess(pid_t pid, int64_t grace_ms) {
   if (pid <= 0) return true;
   for (int sig : {SIGTERM, SIGKILL}) {
-    if (!Alive(pid)) return true;
+    if (!AliveImpl(pid)) return true;
     kill(pid, sig);
     const int64_t deadline = NowMs() + (sig == SIGTERM ? grace_ms : 5000);
     while (NowMs() < deadline) {
-      if (!Alive(pid)) return true;
+      if (!AliveImpl(pid)) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
-  return !Alive(pid);
+  return !AliveImpl(pid);
 }
 
 std::vector<pid_t> FindProcesses(const std::string& needle) {

@@ -45,6 +45,9 @@ Result<pid_t> Spawn(const std::vector<std::string>& argv, const SpawnOptions& op
 // that was reused by an unrelated process).
 bool ProcessMatches(pid_t pid, const std::string& needle);
 
+// True if `pid` exists and is not a zombie (reaps it if it is our exited child).
+bool ProcessAlive(pid_t pid);
+
 // Sends SIGTERM, waits up to `grace_ms`, then SIGKILL and waits again. Reaps the process if
 // it is our child. Returns true if it is gone.
 bool TerminateProcess(pid_t pid, int64_t grace_ms);
