@@ -72,8 +72,8 @@ void ConsoleWatcher::TakeLine(std::string text, int64_t now) {
   unsigned long long counter = 0;
   long long guest_ms = 0;
   if (text.rfind(kHeartbeatPrefix, 0) == 0 &&
-      std::sscanf(text.c_str() + sizeof(kHeartbeatPrefix) - 1, "%llu %lld", &counter,
-                  &guest_ms) == 2) {
+      std::sscanf(text.c_str() + sizeof(kHeartbeatPrefix) - 1, "%llu %lld", &counter, &guest_ms) ==
+          2) {
     beats_.push_back({now, counter, guest_ms});
   } else {
     lines_.push_back({now, std::move(text)});
@@ -114,9 +114,9 @@ Status ConsoleWatcher::WaitForHeartbeats(uint64_t count, int64_t timeout_ms, int
     for (auto it = beats_.rbegin(); it != beats_.rend() && it->host_ns >= since_ns; ++it) ++seen;
     if (seen >= count) return Status::Ok();
     if (cv_.wait_until(l, deadline) == std::cv_status::timeout) {
-      return Status::NotFound(path_ + ": " + std::to_string(seen) + " of " +
-                              std::to_string(count) + " heartbeats within " +
-                              std::to_string(timeout_ms) + " ms; last lines:" + Tail());
+      return Status::NotFound(path_ + ": " + std::to_string(seen) + " of " + std::to_string(count) +
+                              " heartbeats within " + std::to_string(timeout_ms) +
+                              " ms; last lines:" + Tail());
     }
   }
 }

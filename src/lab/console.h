@@ -30,11 +30,11 @@ struct HeartbeatStats {
   uint64_t count = 0;          // heartbeat lines seen in the window
   uint64_t first_counter = 0;  // guest counters of the first and last of them
   uint64_t last_counter = 0;
-  uint64_t missing = 0;        // counter values skipped (lost console output)
-  int64_t max_gap_ns = 0;      // longest host-seen gap between consecutive heartbeats
-  int64_t max_gap_end_ns = 0;  // host time of the heartbeat that ended that gap
+  uint64_t missing = 0;          // counter values skipped (lost console output)
+  int64_t max_gap_ns = 0;        // longest host-seen gap between consecutive heartbeats
+  int64_t max_gap_end_ns = 0;    // host time of the heartbeat that ended that gap
   int64_t max_guest_gap_ms = 0;  // longest gap in the guest's own clock between them
-  int64_t last_ns = 0;         // host time of the last heartbeat (0: none)
+  int64_t last_ns = 0;           // host time of the last heartbeat (0: none)
 };
 
 class ConsoleWatcher {
@@ -75,9 +75,9 @@ class ConsoleWatcher {
   const std::string path_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                // GUARDED_BY(mu_)
-  std::vector<ConsoleLine> lines_;   // GUARDED_BY(mu_)
-  std::vector<Beat> beats_;          // GUARDED_BY(mu_)
+  bool stop_ = false;               // GUARDED_BY(mu_)
+  std::vector<ConsoleLine> lines_;  // GUARDED_BY(mu_)
+  std::vector<Beat> beats_;         // GUARDED_BY(mu_)
   std::thread thread_;
 };
 

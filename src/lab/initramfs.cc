@@ -18,7 +18,7 @@ constexpr char kNewcMagic[] = "070701";
 constexpr size_t kNewcAlign = 4;
 
 // Busybox applets linked in /bin, enough to look around a guest from its console.
-constexpr const char* kBusyboxApplets[] = {"sh", "ls", "cat", "mount", "dmesg", "ip",
+constexpr const char* kBusyboxApplets[] = {"sh", "ls", "cat",  "mount",    "dmesg", "ip",
                                            "ps", "dd", "sync", "poweroff", "sleep"};
 
 Result<std::vector<uint8_t>> ReadWholeFile(const std::string& path) {
@@ -36,12 +36,11 @@ std::string BaseName(const std::string& path) {
 
 }  // namespace
 
-void CpioWriter::AddEntry(const std::string& path, uint32_t mode, const uint8_t* data,
-                          size_t size, uint32_t rdev_major, uint32_t rdev_minor) {
+void CpioWriter::AddEntry(const std::string& path, uint32_t mode, const uint8_t* data, size_t size,
+                          uint32_t rdev_major, uint32_t rdev_minor) {
   char header[6 + 13 * 8 + 1];
-  std::snprintf(header, sizeof(header),
-                "%s%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X", kNewcMagic,
-                next_ino_++, mode, 0u, 0u, (mode & S_IFMT) == S_IFDIR ? 2u : 1u, 0u,
+  std::snprintf(header, sizeof(header), "%s%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X",
+                kNewcMagic, next_ino_++, mode, 0u, 0u, (mode & S_IFMT) == S_IFDIR ? 2u : 1u, 0u,
                 static_cast<uint32_t>(size), 0u, 0u, rdev_major, rdev_minor,
                 static_cast<uint32_t>(path.size() + 1), 0u);
   out_.insert(out_.end(), header, header + sizeof(header) - 1);
@@ -56,14 +55,13 @@ void CpioWriter::AddDirectory(const std::string& path, uint32_t mode) {
   AddEntry(path, S_IFDIR | mode, nullptr, 0, 0, 0);
 }
 
-void CpioWriter::AddFile(const std::string& path, const std::vector<uint8_t>& data,
-                         uint32_t mode) {
+void CpioWriter::AddFile(const std::string& path, const std::vector<uint8_t>& data, uint32_t mode) {
   AddEntry(path, S_IFREG | mode, data.data(), data.size(), 0, 0);
 }
 
 void CpioWriter::AddSymlink(const std::string& path, const std::string& target) {
-  AddEntry(path, S_IFLNK | 0777, reinterpret_cast<const uint8_t*>(target.data()), target.size(),
-           0, 0);
+  AddEntry(path, S_IFLNK | 0777, reinterpret_cast<const uint8_t*>(target.data()), target.size(), 0,
+           0);
 }
 
 void CpioWriter::AddCharDevice(const std::string& path, uint32_t mode, uint32_t major,
@@ -79,8 +77,8 @@ std::vector<uint8_t> CpioWriter::Finish() {
 Result<std::vector<uint8_t>> Gzip(const std::vector<uint8_t>& data) {
   z_stream z{};
   constexpr int kGzipWindowBits = 15 + 16;  // zlib: +16 selects the gzip wrapper
-  if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, kGzipWindowBits, 8,
-                   Z_DEFAULT_STRATEGY) != Z_OK) {
+  if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, kGzipWindowBits, 8, Z_DEFAULT_STRATEGY) !=
+      Z_OK) {
     return Status::Internal("gzip: deflateInit2 failed");
   }
   std::vector<uint8_t> out(deflateBound(&z, data.size()) + 64);
@@ -98,10 +96,14 @@ Result<std::vector<uint8_t>> Gzip(const std::vector<uint8_t>& data) {
 
 const std::vector<std::string>& DefaultGuestModules() {
   static const std::vector<std::string> kModules = {
-      "drivers/virtio/virtio_ring.ko",          "drivers/virtio/virtio.ko",
-      "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci_legacy_dev.ko",
-      "drivers/virtio/virtio_pci.ko",           "drivers/block/virtio_blk.ko",
-      "net/core/failover.ko",                   "drivers/net/net_failover.ko",
+      "drivers/virtio/virtio_ring.ko",
+      "drivers/virtio/virtio.ko",
+      "drivers/virtio/virtio_pci_modern_dev.ko",
+      "drivers/virtio/virtio_pci_legacy_dev.ko",
+      "drivers/virtio/virtio_pci.ko",
+      "drivers/block/virtio_blk.ko",
+      "net/core/failover.ko",
+      "drivers/net/net_failover.ko",
       "drivers/net/virtio_net.ko",
   };
   return kModules;
@@ -109,8 +111,8 @@ const std::vector<std::string>& DefaultGuestModules() {
 
 Status BuildInitramfs(const InitramfsSpec& spec, const std::string& out_path) {
   CpioWriter cpio;
-  for (const char* dir : {"bin", "dev", "etc", "etc/ferry", "lib", "lib/modules", "proc", "sys",
-                          "tmp", "root"}) {
+  for (const char* dir :
+       {"bin", "dev", "etc", "etc/ferry", "lib", "lib/modules", "proc", "sys", "tmp", "root"}) {
     cpio.AddDirectory(dir);
   }
   cpio.AddCharDevice("dev/console", 0600, 5, 1);  // devices.txt: 5,1 = /dev/console

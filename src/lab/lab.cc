@@ -34,8 +34,8 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int kMaxHosts = 9;
-constexpr int kLibvirtTcpPort = 16509;       // libvirtd's default tcp_port
-constexpr int kMigrationPortBase = 49152;    // each address gets its own 64 ports from here
+constexpr int kLibvirtTcpPort = 16509;     // libvirtd's default tcp_port
+constexpr int kMigrationPortBase = 49152;  // each address gets its own 64 ports from here
 constexpr int kMigrationPortsPerHost = 64;
 constexpr int64_t kVirshTimeoutMs = 120000;
 constexpr int64_t kKvmProbeTimeoutMs = 30000;
@@ -135,7 +135,7 @@ bool InPath(const std::string& program) {
 // A bridge name unique to the lab root (IFNAMSIZ: at most 15 characters).
 std::string BridgeNameFor(const std::string& root) {
   char buf[16];
-  std::snprintf(buf, sizeof(buf), "ferry%08zx", std::hash<std::string>{}(root) & 0xffffffffu);
+  std::snprintf(buf, sizeof(buf), "ferry%08zx", std::hash<std::string>{}(root)&0xffffffffu);
   return buf;
 }
 
@@ -154,10 +154,10 @@ bool TcpPortOpen(const std::string& address, int port) {
 // ---- state file ----
 
 nlohmann::json ToJson(const LabState& s) {
-  nlohmann::json j = {{"version", kStateVersion},    {"root", s.root},
-                      {"accel", s.accel},            {"domain_type", s.domain_type},
-                      {"bridge", s.bridge},          {"kernel", s.kernel},
-                      {"initrd", s.initrd},          {"shared_pools", s.shared_pools}};
+  nlohmann::json j = {{"version", kStateVersion}, {"root", s.root},
+                      {"accel", s.accel},         {"domain_type", s.domain_type},
+                      {"bridge", s.bridge},       {"kernel", s.kernel},
+                      {"initrd", s.initrd},       {"shared_pools", s.shared_pools}};
   auto& hosts = j["hosts"] = nlohmann::json::array();
   for (const auto& h : s.hosts) {
     hosts.push_back({{"index", h.index},
@@ -276,8 +276,9 @@ Result<std::string> FindGuestBinary(const std::string& configured) {
   for (const auto& c : candidates) {
     if (!c.empty() && access(c.c_str(), R_OK) == 0) return c;
   }
-  return Status::NotFound("ferry_guest not found (build the ferry_guest target, or set "
-                          "FERRY_GUEST)");
+  return Status::NotFound(
+      "ferry_guest not found (build the ferry_guest target, or set "
+      "FERRY_GUEST)");
 }
 
 Status Preflight() {
@@ -290,8 +291,9 @@ Status Preflight() {
     }
   }
   if (getpwnam("libvirt-qemu") == nullptr || getgrnam("kvm") == nullptr) {
-    return Status::NotFound("user libvirt-qemu or group kvm missing (libvirt's QEMU driver "
-                            "refuses to start without them); run scripts/lab-deps");
+    return Status::NotFound(
+        "user libvirt-qemu or group kvm missing (libvirt's QEMU driver "
+        "refuses to start without them); run scripts/lab-deps");
   }
   return Status::Ok();
 }
@@ -321,11 +323,11 @@ Result<Accel> ProbeAccel(const LabConfig& config, const std::string& kernel,
     }
   }
   const std::string log = root + "/images/kvm-probe.log";
-  auto pid = Spawn({"qemu-system-x86_64", "-accel", "kvm", "-m", "128", "-display", "none",
-                    "-nodefaults", "-no-reboot", "-serial", "file:" + log, "-kernel", kernel,
-                    "-initrd", initrd, "-append",
-                    "console=ttyS0 quiet panic=-1 ferry.heartbeat=10"},
-                   SpawnOptions{.output_path = root + "/images/kvm-probe.out"});
+  auto pid =
+      Spawn({"qemu-system-x86_64", "-accel", "kvm", "-m", "128", "-display", "none", "-nodefaults",
+             "-no-reboot", "-serial", "file:" + log, "-kernel", kernel, "-initrd", initrd,
+             "-append", "console=ttyS0 quiet panic=-1 ferry.heartbeat=10"},
+            SpawnOptions{.output_path = root + "/images/kvm-probe.out"});
   Accel verdict = Accel::kTcg;
   if (pid.ok()) {
     ConsoleWatcher watch(log);
@@ -343,11 +345,12 @@ std::string LibvirtdConf(const HostInfo& h) {
   return "# Written by the Ferry lab (src/lab/lab.cc) for " + h.name + ".\n" +
          "listen_tls = 0\n"
          "listen_tcp = 1\n"
-         "listen_addr = \"" + h.address + "\"\n" +
+         "listen_addr = \"" +
+         h.address + "\"\n" +
          "auth_tcp = \"none\"\n"
          "auth_unix_rw = \"none\"\n"
-         "host_uuid = \"" + h.host_uuid + "\"\n" +
-         "log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n";
+         "host_uuid = \"" +
+         h.host_uuid + "\"\n" + "log_outputs = \"3:file:/var/log/libvirt/libvirtd.log\"\n";
 }
 
 std::string QemuConf(const HostInfo& h, int octet) {
@@ -358,15 +361,14 @@ std::string QemuConf(const HostInfo& h, int octet) {
          "dynamic_ownership = 0\n"
          "security_driver = \"none\"\n"
          "stdio_handler = \"file\"\n"
-         "migration_address = \"" + h.address + "\"\n" +
-         "migration_port_min = " + std::to_string(port_min) + "\n" +
+         "migration_address = \"" +
+         h.address + "\"\n" + "migration_port_min = " + std::to_string(port_min) + "\n" +
          "migration_port_max = " + std::to_string(port_min + kMigrationPortsPerHost - 1) + "\n";
 }
 
 std::string PoolXml(const std::string& name, const std::string& path) {
   return "<pool type='dir'>\n  <name>" + name + "</name>\n  <uuid>" + NewUuid() +
-         "</uuid>\n  <target>\n    <path>" + XmlEscape(path) +
-         "</path>\n  </target>\n</pool>\n";
+         "</uuid>\n  <target>\n    <path>" + XmlEscape(path) + "</path>\n  </target>\n</pool>\n";
 }
 
 std::string NetworkXml(const std::string& bridge) {
@@ -385,8 +387,8 @@ Status WriteHostConfig(const LabState& s, const HostInfo& h, int octet) {
   FERRY_TRY(WriteText(etc + "/qemu.conf", QemuConf(h, octet)));
   const std::string net = std::string(kNetworkName) + ".xml";
   FERRY_TRY(WriteText(etc + "/qemu/networks/" + net, NetworkXml(s.bridge)));
-  FERRY_TRY(MakeSymlink("/etc/libvirt/qemu/networks/" + net,
-                        etc + "/qemu/networks/autostart/" + net));
+  FERRY_TRY(
+      MakeSymlink("/etc/libvirt/qemu/networks/" + net, etc + "/qemu/networks/autostart/" + net));
   std::vector<std::pair<std::string, std::string>> pools;
   for (const auto& p : s.shared_pools) pools.emplace_back(p, s.root + "/" + p);
   pools.emplace_back(kLocalPool, h.local_pool_dir);
@@ -417,14 +419,14 @@ Status WaitHostReady(const HostInfo& h, int64_t timeout_ms) {
   std::string last;
   while (NowMs() < deadline) {
     if (!ProcessAlive(h.libvirtd_pid)) {
-      return Status::Io(h.name + ": libvirtd exited; its output: " +
-                        TailOfFile(h.dir + "/libvirtd.out") +
+      return Status::Io(h.name +
+                        ": libvirtd exited; its output: " + TailOfFile(h.dir + "/libvirtd.out") +
                         TailOfFile(h.dir + "/log/libvirtd.log"));
     }
     if (TcpPortOpen(h.address, kLibvirtTcpPort)) {
-      auto r = RunProcess({"virsh", "-q", "-c", h.uri,
-                           "pool-list --name; net-list --name; hostname"},
-                          kVirshTimeoutMs);
+      auto r =
+          RunProcess({"virsh", "-q", "-c", h.uri, "pool-list --name; net-list --name; hostname"},
+                     kVirshTimeoutMs);
       if (r.ok()) {
         last = r->output;
         std::set<std::string> words;
@@ -573,8 +575,8 @@ Result<std::unique_ptr<Lab>> Lab::Up(const LabConfig& config) {
   InitramfsSpec ir{guest_binary, config.busybox, kernel.modules_dir, DefaultGuestModules()};
   if (Status st = BuildInitramfs(ir, s.initrd); !st.ok()) return fail(st);
 
-  auto accel = ProbeAccel(config, s.kernel, s.initrd, root,
-                          fs::path(kernel.vmlinuz).filename().string());
+  auto accel =
+      ProbeAccel(config, s.kernel, s.initrd, root, fs::path(kernel.vmlinuz).filename().string());
   if (!accel.ok()) return fail(accel.status());
   s.accel = std::string(AccelName(*accel));
   s.domain_type = *accel == Accel::kKvm ? "kvm" : "qemu";
@@ -702,11 +704,11 @@ Result<GuestInfo> Lab::CreateGuest(GuestSpec spec) {
 
   if (create_volume) {
     FERRY_TRY(Virsh(spec.host, {"vol-create-as", spec.pool, volume,
-                                std::to_string(spec.disk_mib) + "M", "--format",
-                                spec.disk_format})
+                                std::to_string(spec.disk_mib) + "M", "--format", spec.disk_format})
                   .status());
   }
-  if (create_volume && shared) {  // the other hosts see the file at once, but libvirt lists it after a refresh
+  if (create_volume &&
+      shared) {  // the other hosts see the file at once, but libvirt lists it after a refresh
     for (const auto& other : state_.hosts) {
       if (other.index == spec.host) continue;
       FERRY_TRY(Virsh(other.index, {"pool-refresh", spec.pool}).status());

@@ -48,8 +48,8 @@ struct LabConfig {
 };
 
 struct GuestSpec {
-  std::string name;       // "" = next free "gN"
-  int host = 1;           // 1-based host index it is defined and started on
+  std::string name;  // "" = next free "gN"
+  int host = 1;      // 1-based host index it is defined and started on
   int memory_mib = 256;
   int vcpus = 1;
   std::string pool = "nas1";  // pool of its disk: nas1, nas2 or local
@@ -75,28 +75,28 @@ struct HostInfo {
   std::string uri;            // "qemu+tcp://127.0.0.11/system"
   std::string migration_uri;  // "tcp://127.0.0.11", QEMU's migration stream address
   std::string host_uuid;
-  std::string dir;            // ROOT/hosts/host1: its private libvirt folders and log
-  std::string local_pool_dir; // ROOT/hosts/host1/local, the "local" pool
+  std::string dir;             // ROOT/hosts/host1: its private libvirt folders and log
+  std::string local_pool_dir;  // ROOT/hosts/host1/local, the "local" pool
   pid_t libvirtd_pid = 0;
 };
 
 struct GuestInfo {
   std::string name;
-  int host = 0;                // host it was started on (it may have migrated since)
-  std::string console_log;     // ROOT/guests/NAME/console.log (serial ttyS0, appended)
-  std::string disk_path;       // its virtio disk vda
+  int host = 0;             // host it was started on (it may have migrated since)
+  std::string console_log;  // ROOT/guests/NAME/console.log (serial ttyS0, appended)
+  std::string disk_path;    // its virtio disk vda
   std::string pool;
   std::string mac;
-  std::string domain_xml;      // ROOT/guests/NAME/domain.xml as defined
+  std::string domain_xml;  // ROOT/guests/NAME/domain.xml as defined
 };
 
 struct LabState {
   std::string root;
-  std::string accel;           // "kvm" or "tcg"
-  std::string domain_type;     // libvirt <domain type=...>: "kvm" or "qemu"
-  std::string bridge;          // Linux bridge behind the libvirt network "lab"
-  std::string kernel;          // ROOT/images/vmlinuz
-  std::string initrd;          // ROOT/images/initrd.img
+  std::string accel;                      // "kvm" or "tcg"
+  std::string domain_type;                // libvirt <domain type=...>: "kvm" or "qemu"
+  std::string bridge;                     // Linux bridge behind the libvirt network "lab"
+  std::string kernel;                     // ROOT/images/vmlinuz
+  std::string initrd;                     // ROOT/images/initrd.img
   std::vector<std::string> shared_pools;  // {"nas1", "nas2"}, at ROOT/<name>
   std::vector<HostInfo> hosts;
   std::vector<GuestInfo> guests;

@@ -50,10 +50,8 @@ nlohmann::json Describe(const Lab& lab, bool probe) {
   }
   auto& guests = j["guests"] = nlohmann::json::array();
   for (const auto& g : s.guests) {
-    nlohmann::json gj = {{"name", g.name},
-                         {"console_log", g.console_log},
-                         {"disk", g.disk_path},
-                         {"mac", g.mac}};
+    nlohmann::json gj = {
+        {"name", g.name}, {"console_log", g.console_log}, {"disk", g.disk_path}, {"mac", g.mac}};
     if (probe) {
       auto running = lab.HostsRunning(g.name);
       auto& on = gj["running_on"] = nlohmann::json::array();
@@ -72,8 +70,8 @@ void PrintText(const nlohmann::json& j) {
               j["bridge"].get<std::string>().c_str());
   for (const auto& h : j["hosts"]) {
     std::printf("  %-6s %-30s migrate to %-18s pid %d%s\n", h["name"].get<std::string>().c_str(),
-                h["uri"].get<std::string>().c_str(),
-                h["migration_uri"].get<std::string>().c_str(), h["libvirtd_pid"].get<int>(),
+                h["uri"].get<std::string>().c_str(), h["migration_uri"].get<std::string>().c_str(),
+                h["libvirtd_pid"].get<int>(),
                 h.contains("alive") ? (h["alive"].get<bool>() ? "" : " (down)") : "");
   }
   for (const auto& g : j["guests"]) {
@@ -93,7 +91,8 @@ bool ValidOutput(const std::string& o) { return o == "text" || o == "json"; }
 
 void AddLabCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<LabArgs>();
-  CLI::App* lab = app.add_subcommand("lab", "a test lab of libvirt hosts and guests on this machine");
+  CLI::App* lab =
+      app.add_subcommand("lab", "a test lab of libvirt hosts and guests on this machine");
   lab->require_subcommand(1);
 
   CLI::App* up = lab->add_subcommand("up", "start N libvirt hosts, pools, a network and guests");
@@ -103,8 +102,7 @@ void AddLabCommand(CLI::App& app, int* exit_code) {
   up->add_option("--root", args->config.root, "folder that holds everything")
       ->capture_default_str();
   up->add_option("--accel", args->accel, "auto (probe KVM), kvm or tcg")->capture_default_str();
-  up->add_option("--address-base", args->config.address_base,
-                 "host N listens on 127.0.0.<base+N>")
+  up->add_option("--address-base", args->config.address_base, "host N listens on 127.0.0.<base+N>")
       ->capture_default_str();
   up->add_option("--output", args->output, "text or json")->capture_default_str();
   up->callback([args, exit_code] {

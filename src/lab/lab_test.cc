@@ -2,6 +2,8 @@
 // ferry_guest initramfs on a shared pool, its heartbeat and disk writer, a live migration to
 // the other host (the guest-observed downtime is reported), a verify boot of its disk, and
 // Down removing everything. Needs root and scripts/lab-deps (label "lab").
+#include "lab/lab.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -11,7 +13,6 @@
 #include <vector>
 
 #include "lab/console.h"
-#include "lab/lab.h"
 #include "lab/lab_command.h"
 #include "lab/process.h"
 #include "test_util.h"
@@ -110,6 +111,8 @@ TEST(Lab, TwoHostsBootMigrateVerifyDown) {
   spec.host = 1;
   spec.pool = "nas1";
   spec.disk_iops = 100;
+  spec.dirty_mib = 16;  // a small working set so the migration still converges at defaults
+  spec.dirty_rate_mib = 8;
   auto g1 = lab.CreateGuest(spec);
   ASSERT_TRUE(g1.ok()) << g1.status().ToString();
   ConsoleWatcher console(g1->console_log);
@@ -121,6 +124,9 @@ TEST(Lab, TwoHostsBootMigrateVerifyDown) {
   auto disk_ok = console.WaitForLine("FERRY-DISK-OK", kStepTimeoutMs);
   ASSERT_TRUE(disk_ok.ok()) << disk_ok.status().ToString();
   EXPECT_EQ(disk_ok->text, "FERRY-DISK-OK -1");  // a fresh disk
+  auto dirty = console.WaitForLine("FERRY-DIRTY-READY", kStepTimeoutMs);
+  ASSERT_TRUE(dirty.ok()) << dirty.status().ToString();
+  EXPECT_EQ(dirty->text, "FERRY-DIRTY-READY 16");
   ASSERT_TRUE(console.WaitForHeartbeats(100, kStepTimeoutMs).ok());
   auto running = lab.HostsRunning("g1");
   ASSERT_TRUE(running.ok());
@@ -191,8 +197,7 @@ TEST(Lab, TwoHostsBootMigrateVerifyDown) {
   EXPECT_EQ(status_rc, 0);
   EXPECT_NE(status_text.find("host2  qemu+tcp://127.0.0.42/system"), std::string::npos)
       << status_text;
-  EXPECT_NE(status_text.find("guest g1verify running on host2"), std::string::npos)
-      << status_text;
+  EXPECT_NE(status_text.find("guest g1verify running on host2"), std::string::npos) << status_text;
   EXPECT_NE(status_text.find("guest g1       not running"), std::string::npos) << status_text;
   // Down: no daemon, no QEMU, no bridge, no folder.
   ASSERT_EQ(RunCli({"lab", "down", "--root", config.root}), 0);

@@ -4,10 +4,12 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "lab/initramfs.h"
+#include "lab/lab.h"
 #include "lab/process.h"
 #include "test_util.h"
 
@@ -48,8 +50,7 @@ TEST(GuestDisk, WritesThenVerifies) {
   auto w2 = Guest({"ferry.disk=" + disk, "ferry.disk_iops=0", "ferry.disk_count=50"});
   EXPECT_NE(w2.output.find("FERRY-DISK-OK 299\n"), std::string::npos) << w2.output;
   EXPECT_NE(w2.output.find("FERRY-DISK-DONE 349\n"), std::string::npos) << w2.output;
-  EXPECT_EQ(Guest({"ferry.disk=" + disk, "ferry.disk_mode=verify"}).output,
-            "FERRY-DISK-OK 349\n");
+  EXPECT_EQ(Guest({"ferry.disk=" + disk, "ferry.disk_mode=verify"}).output, "FERRY-DISK-OK 349\n");
 }
 
 TEST(GuestDisk, DetectsALostWriteAsAStaleBlock) {
@@ -58,9 +59,8 @@ TEST(GuestDisk, DetectsALostWriteAsAStaleBlock) {
   ASSERT_EQ(Guest({"ferry.disk=" + disk, "ferry.disk_iops=0", "ferry.disk_count=270"}).exit_code,
             0);
   auto before = ReadFileBytes(disk);  // block 20 holds sequence 20
-  ASSERT_EQ(Guest({"ferry.disk=" + disk, "ferry.disk_iops=0", "ferry.disk_count=30"}).exit_code,
-            0);
-  auto after = ReadFileBytes(disk);   // block 20 now holds sequence 276
+  ASSERT_EQ(Guest({"ferry.disk=" + disk, "ferry.disk_iops=0", "ferry.disk_count=30"}).exit_code, 0);
+  auto after = ReadFileBytes(disk);  // block 20 now holds sequence 276
   std::memcpy(after.data() + 20 * kBlock, before.data() + 20 * kBlock, kBlock);
   ASSERT_TRUE(WriteFileBytes(disk, after));
   auto v = Guest({"ferry.disk=" + disk, "ferry.disk_mode=verify"});
@@ -115,9 +115,8 @@ std::vector<Entry> ParseNewc(const std::vector<uint8_t>& a) {
   std::vector<Entry> out;
   size_t off = 0;
   auto field = [&](size_t i) {
-    return static_cast<uint32_t>(
-        std::stoul(std::string(a.begin() + off + 6 + i * 8, a.begin() + off + 14 + i * 8),
-                   nullptr, 16));
+    return static_cast<uint32_t>(std::stoul(
+        std::string(a.begin() + off + 6 + i * 8, a.begin() + off + 14 + i * 8), nullptr, 16));
   };
   while (off + 110 <= a.size()) {
     EXPECT_EQ(std::string(a.begin() + off, a.begin() + off + 6), "070701");
@@ -158,6 +157,29 @@ TEST(Initramfs, CpioNewcEntries) {
   EXPECT_EQ(entries[3].rdev_major, 5u);
   EXPECT_EQ(entries[3].rdev_minor, 1u);
   EXPECT_EQ(entries[4].name, "TRAILER!!!");
+}
+
+TEST(Lab, GuestCmdlineNamesEveryWorkload) {
+  GuestSpec spec;
+  spec.dirty_mib = 64;
+  spec.dirty_rate_mib = 20;
+  spec.disk_iops = 50;
+  spec.extra_cmdline = "ferry.disk_mib=8";
+  EXPECT_EQ(Lab::GuestCmdline(spec),
+            "console=ttyS0 quiet panic=-1 ferry.heartbeat=10 ferry.dirty_mib=64 "
+            "ferry.dirty_rate_mib=20 ferry.disk=/dev/vda ferry.disk_mode=write ferry.disk_iops=50 "
+            "ferry.disk_mib=8");
+  spec = GuestSpec{};
+  spec.disk_mode = DiskMode::kNone;
+  spec.heartbeat_ms = 20;
+  EXPECT_EQ(Lab::GuestCmdline(spec), "console=ttyS0 quiet panic=-1 ferry.heartbeat=20");
+}
+
+TEST(Lab, DownRefusesAFolderThatIsNotALab) {
+  TempDir dir;
+  EXPECT_EQ(Lab::Down(dir.path()).code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(std::filesystem::exists(dir.path()));
+  EXPECT_TRUE(Lab::Down(dir.Join("nothing-here")).ok());
 }
 
 }  // namespace

@@ -15,8 +15,8 @@
 namespace ferry::lab {
 
 struct ProcessResult {
-  int exit_code = -1;   // exit status; 128+N if killed by signal N
-  std::string output;   // stdout and stderr interleaved
+  int exit_code = -1;  // exit status; 128+N if killed by signal N
+  std::string output;  // stdout and stderr interleaved
 };
 
 // Runs argv[0] (looked up in PATH) and waits for it, at most `timeout_ms` (then it is killed
@@ -29,8 +29,8 @@ Result<std::string> RunChecked(const std::vector<std::string>& argv, int64_t tim
 // How a detached child is set up between fork and exec. Every string is prepared before the
 // fork so the child only makes system calls.
 struct SpawnOptions {
-  std::string output_path;          // stdout+stderr appended here ("" = /dev/null)
-  bool new_session = true;          // setsid(): outlives the caller's terminal and process
+  std::string output_path;  // stdout+stderr appended here ("" = /dev/null)
+  bool new_session = true;  // setsid(): outlives the caller's terminal and process
   // Namespaces and bind mounts for a libvirt "host" (unshare + mount + sethostname).
   bool new_mount_uts_namespace = false;
   std::string hostname;
