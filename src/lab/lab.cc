@@ -609,7 +609,7 @@ Result<std::unique_ptr<Lab>> Lab::Up(const LabConfig& config) {
   for (const auto& h : s.hosts) {
     if (Status st = WaitHostReady(h, config.host_start_timeout_ms); !st.ok()) return fail(st);
   }
-  std::unique_ptr<Lab> lab(new Lab(std::move(s)));  // private constructor
+  auto lab = std::make_unique<Lab>(Passkey{}, std::move(s));
   for (int g = 0; g < config.guests; ++g) {
     GuestSpec spec;
     spec.host = g % config.hosts + 1;
@@ -623,7 +623,7 @@ Result<std::unique_ptr<Lab>> Lab::Attach(const std::string& root) {
   const std::string path = root + "/" + kStateFile;
   FERRY_ASSIGN_OR_RETURN(std::string text, ReadText(path));
   FERRY_ASSIGN_OR_RETURN(LabState s, FromJson(path, text));
-  return std::unique_ptr<Lab>(new Lab(std::move(s)));
+  return std::make_unique<Lab>(Passkey{}, std::move(s));
 }
 
 Status Lab::SaveState() const { return SaveStateTo(state_); }

@@ -103,7 +103,13 @@ struct LabState {
 };
 
 class Lab {
+  struct Passkey {  // only Up and Attach make Labs
+    explicit Passkey() = default;
+  };
+
  public:
+  Lab(Passkey, LabState state) : state_(std::move(state)) {}
+
   // Builds the lab under config.root (which must not exist, or be empty). On failure
   // everything made so far is removed again.
   static Result<std::unique_ptr<Lab>> Up(const LabConfig& config);
@@ -127,11 +133,10 @@ class Lab {
   Result<std::string> Virsh(int host, const std::vector<std::string>& args) const;
   // 1-based indexes of the hosts on which `guest` is running now.
   Result<std::vector<int>> HostsRunning(const std::string& guest) const;
-  // Host index whose daemon is alive (pid and cmdline checked).
+  // True if host `index`'s libvirtd is alive (pid and command line checked).
   bool HostAlive(int index) const;
 
  private:
-  explicit Lab(LabState state) : state_(std::move(state)) {}
   Status SaveState() const;
 
   LabState state_;
