@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
+#include "lab/lab_command.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"ferry: move virtual machines and their disks"};
@@ -12,6 +13,7 @@ int main(int argc, char** argv) {
   ferry::cli::AddConvertCommand(app, &exit_code);
   ferry::cli::AddInspectCommand(app, &exit_code);
   ferry::cli::AddCompareCommand(app, &exit_code);
+  ferry::lab::AddLabCommand(app, &exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -391,6 +391,32 @@ TEST(VhdxWriterTest, ResumeRejectsForeignState) {
   EXPECT_EQ(ResumeVhdx(img, opts, bad).status().code(), ErrorCode::kCorrupt);
 }
 
+// Regression: a block whose tail is all zeros leaves the file short of the block's end (zero
+// runs are not written); a checkpoint there must still be resumable.
+TEST(VhdxWriterTest, ResumeAfterCheckpointOnABlockWithAZeroTail) {
+  TempDir dir;
+  std::string img = dir.Join("t.vhdx");
+  CreateOptions opts;
+  opts.size = 8 * kMiB;
+  opts.cluster_size = kMiB;
+  std::vector<uint8_t> block(kMiB, 0);
+  std::fill(block.begin(), block.begin() + 4096, 0x5A);
+  std::vector<uint8_t> blob;
+  {
+    auto sink = CreateVhdx(img, opts);
+    ASSERT_TRUE(sink.ok());
+    ASSERT_TRUE((*sink)->Write(0, block).ok());
+    auto ck = (*sink)->Checkpoint();
+    ASSERT_TRUE(ck.ok()) << ck.status().ToString();
+    blob = *ck;
+  }
+  auto sink = ResumeVhdx(img, opts, blob);
+  ASSERT_TRUE(sink.ok()) << sink.status().ToString();
+  ASSERT_TRUE((*sink)->Write(kMiB, block).ok());
+  ASSERT_TRUE((*sink)->Finalize().ok());
+  EXPECT_EQ(Sh("qemu-img check -f vhdx " + ShellQuote(img)).exit_code, 0);
+}
+
 // ---- log replay ----
 
 // Rewrites both headers with `log_guid` set (the log must be replayed).

@@ -150,6 +150,10 @@ class VhdxSink final : public BlockSink {
     FERRY_TRY(file_->Sync());
     uint64_t file_end;
     FERRY_TRY(WriteBat(&file_end));
+    // Zero runs at the end of the last block are skipped, not written: extend the file to
+    // the end the blob records so Resume finds every block it names.
+    FERRY_ASSIGN_OR_RETURN(uint64_t size, file_->Size());
+    if (size < file_end) FERRY_TRY(file_->Truncate(file_end));
     FERRY_TRY(file_->Sync());
     std::vector<uint8_t> blob(kBlobSize, 0);
     StoreLE32(blob.data(), kBlobMagic);

@@ -1,0 +1,163 @@
+// Implementation of lab_command.h.
+#include "lab/lab_command.h"
+
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "lab/lab.h"
+
+namespace ferry::lab {
+namespace {
+
+struct LabArgs {
+  LabConfig config;
+  std::string accel = "auto";
+  std::string output = "text";
+};
+
+int Fail(const std::string& output, const std::string& what, const Status& s) {
+  if (output == "json") {
+    nlohmann::json j = {{"error",
+                         {{"code", std::string(ErrorCodeName(s.code()))},
+                          {"message", s.message()},
+                          {"details", {{"command", what}}}}}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::fprintf(stderr, "ferry %s: %s\n", what.c_str(), s.ToString().c_str());
+  }
+  return ExitCodeFor(s.code());
+}
+
+nlohmann::json Describe(const Lab& lab, bool probe) {
+  const LabState& s = lab.state();
+  nlohmann::json j = {{"root", s.root},
+                      {"accel", s.accel},
+                      {"bridge", s.bridge},
+                      {"network", "lab"},
+                      {"shared_pools", s.shared_pools},
+                      {"kernel", s.kernel},
+                      {"initrd", s.initrd}};
+  auto& hosts = j["hosts"] = nlohmann::json::array();
+  for (const auto& h : s.hosts) {
+    nlohmann::json hj = {{"name", h.name},
+                         {"uri", h.uri},
+                         {"migration_uri", h.migration_uri},
+                         {"libvirtd_pid", h.libvirtd_pid},
+                         {"local_pool", h.local_pool_dir}};
+    if (probe) hj["alive"] = lab.HostAlive(h.index);
+    hosts.push_back(hj);
+  }
+  auto& guests = j["guests"] = nlohmann::json::array();
+  for (const auto& g : s.guests) {
+    nlohmann::json gj = {
+        {"name", g.name}, {"console_log", g.console_log}, {"disk", g.disk_path}, {"mac", g.mac}};
+    if (probe) {
+      auto running = lab.HostsRunning(g.name);
+      auto& on = gj["running_on"] = nlohmann::json::array();
+      if (running.ok()) {
+        for (int i : *running) on.push_back(s.hosts[i - 1].name);
+      }
+    }
+    guests.push_back(gj);
+  }
+  return j;
+}
+
+void PrintText(const nlohmann::json& j) {
+  std::printf("lab at %s (accel %s, network \"lab\" on bridge %s)\n",
+              j["root"].get<std::string>().c_str(), j["accel"].get<std::string>().c_str(),
+              j["bridge"].get<std::string>().c_str());
+  for (const auto& h : j["hosts"]) {
+    std::printf("  %-6s %-30s migrate to %-18s pid %d%s\n", h["name"].get<std::string>().c_str(),
+                h["uri"].get<std::string>().c_str(), h["migration_uri"].get<std::string>().c_str(),
+                h["libvirtd_pid"].get<int>(),
+                h.contains("alive") ? (h["alive"].get<bool>() ? "" : " (down)") : "");
+  }
+  for (const auto& g : j["guests"]) {
+    std::string on;
+    if (g.contains("running_on")) {
+      for (const auto& h : g["running_on"]) on += (on.empty() ? "" : ",") + h.get<std::string>();
+      on = on.empty() ? " not running" : " running on " + on;
+    }
+    std::printf("  guest %-8s%s  console %s\n", g["name"].get<std::string>().c_str(), on.c_str(),
+                g["console_log"].get<std::string>().c_str());
+  }
+}
+
+bool ValidOutput(const std::string& o) { return o == "text" || o == "json"; }
+
+}  // namespace
+
+void AddLabCommand(CLI::App& app, int* exit_code) {
+  auto args = std::make_shared<LabArgs>();
+  CLI::App* lab =
+      app.add_subcommand("lab", "a test lab of libvirt hosts and guests on this machine");
+  lab->require_subcommand(1);
+
+  CLI::App* up = lab->add_subcommand("up", "start N libvirt hosts, pools, a network and guests");
+  up->add_option("--hosts", args->config.hosts, "number of hosts (1-9)")->capture_default_str();
+  up->add_option("--guests", args->config.guests, "guests to boot, spread over the hosts")
+      ->capture_default_str();
+  up->add_option("--root", args->config.root, "folder that holds everything")
+      ->capture_default_str();
+  up->add_option("--accel", args->accel, "auto (probe KVM), kvm or tcg")->capture_default_str();
+  up->add_option("--address-base", args->config.address_base, "host N listens on 127.0.0.<base+N>")
+      ->capture_default_str();
+  up->add_option("--output", args->output, "text or json")->capture_default_str();
+  up->callback([args, exit_code] {
+    if (!ValidOutput(args->output)) {
+      *exit_code = Fail("text", "lab up", Status::InvalidArgument("--output text|json"));
+      return;
+    }
+    auto accel = ParseAccel(args->accel);
+    if (!accel.ok()) {
+      *exit_code = Fail(args->output, "lab up", accel.status());
+      return;
+    }
+    args->config.accel = *accel;
+    auto lab = Lab::Up(args->config);
+    if (!lab.ok()) {
+      *exit_code = Fail(args->output, "lab up", lab.status());
+      return;
+    }
+    auto j = Describe(**lab, false);
+    if (args->output == "json") {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      PrintText(j);
+    }
+    *exit_code = 0;
+  });
+
+  CLI::App* down = lab->add_subcommand("down", "stop the lab and remove its folder");
+  down->add_option("--root", args->config.root, "the lab's folder")->capture_default_str();
+  down->callback([args, exit_code] {
+    Status s = Lab::Down(args->config.root);
+    *exit_code = s.ok() ? 0 : Fail("text", "lab down", s);
+  });
+
+  CLI::App* status = lab->add_subcommand("status", "hosts and guests of the running lab");
+  status->add_option("--root", args->config.root, "the lab's folder")->capture_default_str();
+  status->add_option("--output", args->output, "text or json")->capture_default_str();
+  status->callback([args, exit_code] {
+    if (!ValidOutput(args->output)) {
+      *exit_code = Fail("text", "lab status", Status::InvalidArgument("--output text|json"));
+      return;
+    }
+    auto lab = Lab::Attach(args->config.root);
+    if (!lab.ok()) {
+      *exit_code = Fail(args->output, "lab status", lab.status());
+      return;
+    }
+    auto j = Describe(**lab, true);
+    if (args->output == "json") {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      PrintText(j);
+    }
+    *exit_code = 0;
+  });
+}
+
+}  // namespace ferry::lab
