@@ -21,7 +21,7 @@ extern "C" void OnSignal(int) { g_cancel.store(true); }
 struct ConvertArgs {
   std::string source_format, target_format = "raw", output = "text";
   std::string source, target, manifest, bwlimit, chunk_size, checkpoint_every;
-  std::string cluster_size, subformat, compress, target_size;
+  std::string cluster_size, subformat, compress, target_size, bitmap, journal;
   bool resume = false, overwrite = false, verify = false, preallocate = false;
   bool allow_outside = false;
   int workers = 4;
@@ -52,6 +52,8 @@ Status BuildRequest(const ConvertArgs& a, ConvertRequest* r) {
   if (a.preallocate && r->target_format != ImageFormat::kRaw) {
     return Status::InvalidArgument("--preallocate applies to raw targets only");
   }
+  r->dirty_bitmap = a.bitmap;
+  r->journal_path = a.journal;
   r->resume = a.resume;
   r->overwrite = a.overwrite;
   r->verify = a.verify;
@@ -135,8 +137,16 @@ void AddConvertCommand(CLI::App& app, int* exit_code) {
                   "Source format (raw|qcow2|vmdk|vhd|vhdx|ova); probed when omitted, "
                   "and a raw image is never probed as another format");
   cmd->add_option("-O,--target-format", args->target_format, "Target format")->required();
-  cmd->add_option("SRC", args->source, "Source image")->required();
-  cmd->add_option("DST", args->target, "Target image")->required();
+  cmd->add_option("SRC", args->source, "Source image, or an NBD URI (nbd://host:port/export, "
+                  "nbd+unix:///export?socket=PATH)")->required();
+  cmd->add_option("DST", args->target, "Target image, or an NBD URI (written in place)")
+      ->required();
+  cmd->add_option("--bitmap", args->bitmap,
+                  "Copy only the ranges this dirty bitmap of the NBD source marks "
+                  "(qemu:dirty-bitmap:NAME), onto an existing raw file or NBD export");
+  cmd->add_option("--journal", args->journal,
+                  "Checkpoint journal path (default DST.ferry-journal; NBD targets: none "
+                  "unless given)");
   cmd->add_flag("--resume", args->resume, "Continue an interrupted copy from its journal");
   cmd->add_flag("--overwrite", args->overwrite, "Replace an existing target");
   cmd->add_flag("--verify", args->verify, "Read the finished target back and compare");

@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   ferry::cli::AddConvertCommand(app, &exit_code);
   ferry::cli::AddInspectCommand(app, &exit_code);
   ferry::cli::AddCompareCommand(app, &exit_code);
+  ferry::cli::AddServeCommand(app, &exit_code);
   ferry::lab::AddLabCommand(app, &exit_code);
   try {
     app.parse(argc, argv);

@@ -31,7 +31,12 @@ constexpr int kMaxConnections = 16;
 constexpr size_t kZeroBufferBytes = 1 << 20;
 
 struct HandleCloser {
-  void operator()(nbd_handle* h) const { nbd_close(h); }
+  void operator()(nbd_handle* h) const {
+    // Say goodbye (NBD_CMD_DISC) rather than drop the connection; a no-op on a handle that
+    // never connected.
+    if (nbd_aio_is_ready(h) == 1) nbd_shutdown(h, 0);
+    nbd_close(h);
+  }
 };
 using HandlePtr = std::unique_ptr<nbd_handle, HandleCloser>;
 

@@ -5,18 +5,22 @@
 #include <sstream>
 
 #include "common/checksum.h"
+#include "disk/raw/raw.h"
+#include "nbd/nbd_client.h"
 
 namespace ferry {
 namespace {
 
-std::string Identity(const ConvertRequest& r, const BlockSource& src, const std::string& src_real,
-                     int64_t src_mtime, uint64_t chunk) {
+// `source` names the source: its real path and mtime (a changed source is never resumed
+// onto an old target), or its URI.
+std::string Identity(const ConvertRequest& r, const BlockSource& src, const std::string& source,
+                     uint64_t chunk) {
   std::ostringstream s;
   s << "ferry-convert 1\n"
-    << "source=" << src_real << "\n"
+    << "source=" << source << "\n"
     << "source_format=" << src.info().format << "\n"
     << "source_size=" << src.size() << "\n"
-    << "source_mtime_ns=" << src_mtime << "\n"
+    << "target=" << r.target << "\n"
     << "target_format=" << FormatName(r.target_format) << "\n"
     << "target_size=" << r.create.size << "\n"
     << "cluster_size=" << r.create.cluster_size << "\n"
@@ -71,13 +75,46 @@ std::string JournalPathFor(const std::string& target) { return target + ".ferry-
 Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
   ConvertRequest r = request;
   Env* env = r.open.env;
+  const bool nbd_source = IsNbdUri(r.source);
+  const bool nbd_target = IsNbdUri(r.target);
+  const bool incremental = !r.dirty_bitmap.empty();
   if (!CanWrite(r.target_format)) {
     return Status::Unsupported(std::string("cannot write ") +
                                std::string(FormatName(r.target_format)) + " images");
   }
-  FERRY_ASSIGN_OR_RETURN(auto source, OpenImage(r.source, r.open));
-  FERRY_ASSIGN_OR_RETURN(std::string src_real, env->RealPath(r.source));
-  FERRY_ASSIGN_OR_RETURN(int64_t src_mtime, env->ModifiedTimeNanos(r.source));
+  if (nbd_target && r.target_format != ImageFormat::kRaw) {
+    return Status::InvalidArgument("an NBD target takes raw bytes: use -O raw (the export's "
+                                   "own format is the server's business)");
+  }
+  if (incremental) {
+    if (!nbd_source) {
+      return Status::InvalidArgument("--bitmap needs an NBD source that exports the bitmap "
+                                     "(qemu:dirty-bitmap:NAME)");
+    }
+    if (!nbd_target && (r.target_format != ImageFormat::kRaw || !env->Exists(r.target))) {
+      return Status::InvalidArgument("--bitmap updates a previous copy in place: the target "
+                                     "must be an existing raw file or an NBD export");
+    }
+    if (r.copy.hash) {
+      return Status::InvalidArgument("--manifest cannot hash an incremental copy (clean ranges "
+                                     "are not read)");
+    }
+  }
+
+  // Source.
+  std::unique_ptr<BlockSource> source;
+  std::string src_identity;
+  if (nbd_source) {
+    NbdSourceOptions o;
+    if (incremental) o.meta_context = "qemu:dirty-bitmap:" + r.dirty_bitmap;
+    FERRY_ASSIGN_OR_RETURN(source, OpenNbdSource(r.source, o));
+    src_identity = r.source + (incremental ? " bitmap=" + r.dirty_bitmap : "");
+  } else {
+    FERRY_ASSIGN_OR_RETURN(source, OpenImage(r.source, r.open));
+    FERRY_ASSIGN_OR_RETURN(std::string src_real, env->RealPath(r.source));
+    FERRY_ASSIGN_OR_RETURN(int64_t src_mtime, env->ModifiedTimeNanos(r.source));
+    src_identity = src_real + "\nsource_mtime_ns=" + std::to_string(src_mtime);
+  }
   if (r.create.size == 0) r.create.size = source->size();
   if (r.create.size < source->size()) {
     return Status::InvalidArgument("target size " + std::to_string(r.create.size) +
@@ -86,35 +123,48 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
   }
   r.create.env = env;
   r.create.final_path = r.target;
-  if (r.journal_path.empty()) r.journal_path = JournalPathFor(r.target);
-  const std::string part = PartPathFor(r.target);
+  const bool in_place = nbd_target || incremental;
+  if (r.journal_path.empty() && !nbd_target) r.journal_path = JournalPathFor(r.target);
+  const std::string write_path = in_place ? r.target : PartPathFor(r.target);
 
   ConvertOutcome outcome;
   outcome.source_info = source->info();
   outcome.target = r.target;
 
-  std::unique_ptr<BlockSink> sink;
+  // Journal and target.
   std::unique_ptr<CheckpointJournal> journal;
   if (r.resume) {
-    if (!env->Exists(r.journal_path) || !env->Exists(part)) {
-      return Status::NotFound("nothing to resume for " + r.target + ": " + r.journal_path +
-                              " or " + part + " is missing (start the copy without --resume)");
+    if (r.journal_path.empty() || !env->Exists(r.journal_path) ||
+        (!in_place && !env->Exists(write_path))) {
+      return Status::NotFound("nothing to resume for " + r.target + ": " +
+                              (r.journal_path.empty() ? std::string("no --journal given")
+                                                      : r.journal_path + " or " + write_path +
+                                                            " is missing") +
+                              " (start the copy without --resume)");
     }
     FERRY_ASSIGN_OR_RETURN(journal, CheckpointJournal::Open(env, r.journal_path));
-  } else {
+  } else if (!in_place) {
     if (env->Exists(r.target) && !r.overwrite) {
       return Status::AlreadyExists(r.target + " exists (use --overwrite to replace it)");
     }
-    FERRY_TRY(env->Remove(part));
+    FERRY_TRY(env->Remove(write_path));
   }
-  FERRY_ASSIGN_OR_RETURN(sink, journal && journal->last()
-                                   ? ResumeImage(r.target_format, part, r.create,
-                                                 journal->last()->sink_state)
-                                   : CreateImage(r.target_format, part, r.create));
+  std::unique_ptr<BlockSink> sink;
+  if (nbd_target) {
+    FERRY_ASSIGN_OR_RETURN(sink, OpenNbdSink(r.target));
+  } else if (incremental) {
+    FERRY_ASSIGN_OR_RETURN(sink, OpenRawForUpdate(r.target, r.create));
+  } else if (journal && journal->last()) {
+    FERRY_ASSIGN_OR_RETURN(sink, ResumeImage(r.target_format, write_path, r.create,
+                                             journal->last()->sink_state));
+  } else {
+    FERRY_ASSIGN_OR_RETURN(sink, CreateImage(r.target_format, write_path, r.create));
+  }
+
   // The identity pins the chunk size the engine will really use.
   uint64_t gran = std::max<uint64_t>(sink->granularity(), 512);
   uint64_t chunk = (std::max<uint64_t>(r.copy.chunk_size, gran) + gran - 1) / gran * gran;
-  std::string identity = Identity(r, *source, src_real, src_mtime, chunk);
+  std::string identity = Identity(r, *source, src_identity, chunk);
   if (journal) {
     if (journal->identity() != identity) {
       return Status::Mismatch(r.journal_path + " belongs to a different copy (" +
@@ -122,7 +172,7 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
                               "); start again without --resume");
     }
     outcome.resumed = journal->last() != nullptr;
-  } else {
+  } else if (!r.journal_path.empty()) {
     FERRY_ASSIGN_OR_RETURN(journal, CheckpointJournal::Create(env, r.journal_path, identity));
   }
 
@@ -130,27 +180,33 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
   copy.chunk_size = chunk;
   copy.journal = journal.get();
   FERRY_ASSIGN_OR_RETURN(outcome.copy, CopyDisk(*source, *sink, copy));
-  FERRY_TRY_CTX(sink->Finalize(), "finalize " + part);
+  FERRY_TRY_CTX(sink->Finalize(), "finalize " + write_path);
   sink.reset();
 
   if (r.verify) {
-    OpenOptions target_open;
-    target_open.env = env;
-    target_open.format = r.target_format;
-    FERRY_ASSIGN_OR_RETURN(auto written, OpenImage(part, target_open));
+    std::unique_ptr<BlockSource> written;
+    if (nbd_target) {
+      FERRY_ASSIGN_OR_RETURN(written, OpenNbdSource(r.target));
+    } else {
+      OpenOptions target_open;
+      target_open.env = env;
+      target_open.format = r.target_format;
+      FERRY_ASSIGN_OR_RETURN(written, OpenImage(write_path, target_open));
+    }
     FERRY_ASSIGN_OR_RETURN(CompareResult cmp, CompareDisks(*source, *written, r.copy.workers));
     if (!cmp.identical) {
-      return Status::Mismatch("verify " + part + ": differs from the source at offset " +
-                              Hex(cmp.first_difference) + "; the target was not renamed");
+      return Status::Mismatch("verify " + write_path + ": differs from the source at offset " +
+                              Hex(cmp.first_difference) +
+                              (in_place ? "" : "; the target was not renamed"));
     }
     outcome.verified = true;
   }
-  FERRY_TRY(env->Rename(part, r.target));
+  if (!in_place) FERRY_TRY(env->Rename(write_path, r.target));
   if (!r.manifest_path.empty()) {
     FERRY_TRY(WriteManifest(env, r.manifest_path, r, *source, outcome.copy));
   }
   journal.reset();
-  FERRY_TRY(env->Remove(r.journal_path));
+  if (!r.journal_path.empty()) FERRY_TRY(env->Remove(r.journal_path));
   return outcome;
 }
 

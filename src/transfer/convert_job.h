@@ -2,11 +2,18 @@
 // run for migrations: open the source, create (or resume) the target under a temporary name,
 // copy with checkpoints, finalize, verify, rename into place, write the manifest.
 //
+// Endpoints: SRC is an image file or an NBD URI (read through libnbd, optionally only the
+// ranges a dirty bitmap names); DST is an image file or an NBD URI (an existing export).
+//
 // Files next to a file target DST while the copy runs:
 //   DST.ferry-part     the target being written (never has the final name until complete)
 //   DST.ferry-journal  the checkpoint journal (docs/formats/checkpoint-journal.md)
 // On success both are gone and DST exists; on failure or cancel both stay so that
 // `--resume` continues; nothing at DST is touched before the final rename.
+//
+// An NBD target is written in place: it has no temporary name, and a journal is kept only
+// where `journal_path` names one. An incremental copy (dirty bitmap) updates an existing
+// raw file or NBD export in place: the ranges the bitmap calls clean are left as they are.
 //
 // Thread-safety: RunConvert may be called from several threads for distinct targets.
 #pragma once
@@ -25,9 +32,10 @@
 namespace ferry {
 
 struct ConvertRequest {
-  std::string source;                     // image path (or nbd:// URI once NBD lands)
+  std::string source;                     // image path or NBD URI
   OpenOptions open;                       // source format, reference policy
-  std::string target;                     // image path
+  std::string dirty_bitmap;               // NBD source: copy only this bitmap's dirty ranges
+  std::string target;                     // image path or NBD URI
   ImageFormat target_format = ImageFormat::kRaw;
   CreateOptions create;                   // size is taken from the source when 0
   bool resume = false;                    // continue from the target's journal
