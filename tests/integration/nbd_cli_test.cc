@@ -186,7 +186,7 @@ TEST(NbdCliTest, IncrementalCopyThroughADirtyBitmapReadsOnlyDirtyData) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   server.Stop();
   EXPECT_EQ(testing::QemuImgCompare(disk, dir.Join("copy.raw"), "qcow2", "raw"), 0);
-  auto pos = r.output.find("\"read_bytes\":");
+  auto pos = r.output.rfind("\"read_bytes\":");  // the result line comes last
   ASSERT_NE(pos, std::string::npos) << r.output;
   SCOPED_TRACE(r.output);
   uint64_t read = std::stoull(r.output.substr(pos + 13));
