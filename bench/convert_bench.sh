@@ -126,7 +126,7 @@ for line in open(sys.argv[1]):
     rows.setdefault((image, conv), {})[tool] = (float(wall), float(cpu), int(rss))
 print(f"sparse image: {sys.argv[2]} (~25% allocated), full image: {sys.argv[3]}; cold cache\n")
 peers = ("qemu-img", "qemu-img+fsync", "qemu-img-m16W", "qemu-nbd+nbdcopy")
-print("| image | conversion | ferry wall s | ferry CPU s | ferry RSS MiB | qemu-img wall (x) | qemu-img + fsync wall (x) | qemu-img -m16 -W wall (x) | qemu-nbd+nbdcopy wall (x) | peer CPU / ferry CPU (same order) | peer RSS MiB |")
+print("| image | conversion | ferry wall s | ferry CPU s | ferry RSS MiB | qemu-img wall (x) | qemu-img + fsync wall (x) | qemu-img -m16 -W wall (x) | qemu-nbd+nbdcopy wall (x) | peer CPU / ferry CPU (qemu-img / +fsync / -m16 -W / nbdcopy) | peer RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (image, conv), t in rows.items():
     fw, fc, fr = t["ferry"]

@@ -14,7 +14,16 @@ struct LabArgs {
   LabConfig config;
   std::string accel = "auto";
   std::string output = "text";
+  GuestSpec guest;
+  std::string disk_mode = "write";
 };
+
+Result<DiskMode> ParseDiskMode(const std::string& s) {
+  if (s == "write") return DiskMode::kWrite;
+  if (s == "verify") return DiskMode::kVerify;
+  if (s == "none") return DiskMode::kNone;
+  return Status::InvalidArgument("--disk-mode must be write, verify or none, not '" + s + "'");
+}
 
 int Fail(const std::string& output, const std::string& what, const Status& s) {
   if (output == "json") {
@@ -126,6 +135,56 @@ void AddLabCommand(CLI::App& app, int* exit_code) {
       std::printf("%s\n", j.dump(2).c_str());
     } else {
       PrintText(j);
+    }
+    *exit_code = 0;
+  });
+
+  CLI::App* guest = lab->add_subcommand("guest", "define and start a guest on a host of the lab");
+  guest->add_option("NAME", args->guest.name, "guest name (default: the next free gN)");
+  guest->add_option("--host", args->guest.host, "1-based host index")->capture_default_str();
+  guest->add_option("--pool", args->guest.pool, "pool of its disk: nas1, nas2 or local")
+      ->capture_default_str();
+  guest->add_option("--volume", args->guest.volume,
+                    "boot an existing volume of the pool instead of creating one");
+  guest->add_option("--disk-format", args->guest.disk_format, "qcow2 or raw")
+      ->capture_default_str();
+  guest->add_option("--disk-mode", args->disk_mode, "write, verify or none")->capture_default_str();
+  guest->add_option("--memory", args->guest.memory_mib, "MiB")->capture_default_str();
+  guest->add_option("--dirty-mib", args->guest.dirty_mib, "memory dirtier working set (MiB)");
+  guest->add_option("--dirty-rate", args->guest.dirty_rate_mib, "MiB/s the dirtier writes");
+  guest->add_option("--root", args->config.root, "the lab's folder")->capture_default_str();
+  guest->add_option("--output", args->output, "text or json")->capture_default_str();
+  guest->callback([args, exit_code] {
+    if (!ValidOutput(args->output)) {
+      *exit_code = Fail("text", "lab guest", Status::InvalidArgument("--output text|json"));
+      return;
+    }
+    auto mode = ParseDiskMode(args->disk_mode);
+    if (!mode.ok()) {
+      *exit_code = Fail(args->output, "lab guest", mode.status());
+      return;
+    }
+    args->guest.disk_mode = *mode;
+    auto lab = Lab::Attach(args->config.root);
+    if (!lab.ok()) {
+      *exit_code = Fail(args->output, "lab guest", lab.status());
+      return;
+    }
+    auto g = (*lab)->CreateGuest(args->guest);
+    if (!g.ok()) {
+      *exit_code = Fail(args->output, "lab guest", g.status());
+      return;
+    }
+    const HostInfo& h = (*lab)->host(g->host);
+    nlohmann::json j = {{"name", g->name},       {"host", h.name},
+                        {"uri", h.uri},          {"console_log", g->console_log},
+                        {"disk", g->disk_path},  {"pool", g->pool},
+                        {"mac", g->mac}};
+    if (args->output == "json") {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      std::printf("guest %s started on %s, disk %s, console %s\n", g->name.c_str(),
+                  h.name.c_str(), g->disk_path.c_str(), g->console_log.c_str());
     }
     *exit_code = 0;
   });

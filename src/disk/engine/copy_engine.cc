@@ -12,7 +12,7 @@
 namespace ferry {
 namespace {
 
-constexpr uint64_t kMaxWindowBytes = 512ull << 20;  // cap on buffered chunk memory
+constexpr uint64_t kMaxWindowBytes = 128ull << 20;  // cap on buffered chunk memory
 
 enum class PieceKind : uint8_t { kData, kZero, kSkip };
 
