@@ -3,6 +3,7 @@
 # and qemu-nbd + nbdcopy, on the same images in the same run.
 #
 #   bench/convert_bench.sh [--size 4G] [--full-size 2G] [--rows "raw:raw qcow2:raw ..."]
+#                          [--repeat N]   (each measurement N times; the table shows medians)
 #
 # Two source images: a sparse one (about 25% allocated, in 1 MiB..64 MiB runs, some
 # allocated-but-zero) and a fully allocated one. Page cache is dropped before every run
@@ -19,11 +20,13 @@ cd "$(dirname "$0")/.."
 size=4G
 full_size=2G
 rows="raw:raw qcow2:raw vmdk:qcow2 vhdx:qcow2 raw:vhdx"
+repeat=1
 while [ $# -gt 0 ]; do
   case $1 in
     --size) size=$2; shift 2 ;;
     --full-size) full_size=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
+    --repeat) repeat=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -63,8 +66,17 @@ make_full() {
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
 
-# measure LABEL CMD...: appends "label wall cpu rss_kib" to $work/results
+# measure LABEL CMD...: appends "label wall cpu rss_kib" to $work/results, $repeat times
+# (the output file is removed between repeats)
 measure() {
+  local i
+  for i in $(seq "$repeat"); do
+    [ "$i" = 1 ] || rm -f "$work"/out.*
+    measure_once "$@"
+  done
+}
+
+measure_once() {
   local label=$1; shift
   drop_caches
   /usr/bin/time -f "%e %U %S %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/err.out" || {
@@ -120,11 +132,17 @@ done
 
 python3 - "$work/results" "$size" "$full_size" <<'PY'
 import sys, collections
-rows = collections.OrderedDict()
+import statistics
+samples = collections.OrderedDict()
 for line in open(sys.argv[1]):
     image, conv, tool, wall, cpu, rss = line.split()
-    rows.setdefault((image, conv), {})[tool] = (float(wall), float(cpu), int(rss))
-print(f"sparse image: {sys.argv[2]} (~25% allocated), full image: {sys.argv[3]}; cold cache\n")
+    samples.setdefault((image, conv), {}).setdefault(tool, []).append((float(wall), float(cpu), int(rss)))
+rows = collections.OrderedDict()
+for key, tools in samples.items():
+    rows[key] = {t: (statistics.median(v[0] for v in vals), statistics.median(v[1] for v in vals),
+                     max(v[2] for v in vals)) for t, vals in tools.items()}
+runs = max(len(v) for tools in samples.values() for v in tools.values())
+print(f"sparse image: {sys.argv[2]} (~25% allocated), full image: {sys.argv[3]}; cold cache; median of {runs} run(s)\n")
 peers = ("qemu-img", "qemu-img+fsync", "qemu-img-m16W", "qemu-nbd+nbdcopy")
 print("| image | conversion | ferry wall s | ferry CPU s | ferry RSS MiB | qemu-img wall (x) | qemu-img + fsync wall (x) | qemu-img -m16 -W wall (x) | qemu-nbd+nbdcopy wall (x) | peer CPU / ferry CPU (qemu-img / +fsync / -m16 -W / nbdcopy) | peer RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")

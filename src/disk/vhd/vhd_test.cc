@@ -208,7 +208,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, VhdQemuReadTest,
                          ::testing::Values(QemuCase{"subformat=dynamic", false},
                                            QemuCase{"subformat=fixed", false},
                                            QemuCase{"subformat=dynamic,force_size=on", true},
-                                           QemuCase{"subformat=fixed,force_size=on", true}));
+                                           QemuCase{"subformat=fixed,force_size=on", true}),
+                         [](const auto& info) { return "case" + std::to_string(info.index); });
 
 // ---------------------------------------------------------------------------------------------
 // The dfvfs corpus
@@ -789,7 +790,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, VhdWriteTest,
                              WriteCase{"dynamic", 8 * kMiB, 20 * kMiB, 20 * kMiB},
                              // Fixed: rounded up to whole MiB for Azure.
                              WriteCase{"fixed", 0, 10 * kMiB + 4096, 11 * kMiB},
-                             WriteCase{"fixed", 0, 6 * kMiB, 6 * kMiB}));
+                             WriteCase{"fixed", 0, 6 * kMiB, 6 * kMiB}),
+                         [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(VhdWriterTest, RejectsBadOptions) {
   TempDir dir;
