@@ -706,6 +706,10 @@ Result<GuestInfo> Lab::CreateGuest(GuestSpec spec) {
     FERRY_TRY(Virsh(spec.host, {"vol-create-as", spec.pool, volume,
                                 std::to_string(spec.disk_mib) + "M", "--format", spec.disk_format})
                   .status());
+  } else {
+    // A file put into the pool's folder by someone else (a copy, a migration) is listed
+    // by libvirt only after a refresh.
+    FERRY_TRY(Virsh(spec.host, {"pool-refresh", spec.pool}).status());
   }
   if (create_volume &&
       shared) {  // the other hosts see the file at once, but libvirt lists it after a refresh
