@@ -31,19 +31,10 @@ class PosixFile final : public File {
   const std::string& path() const override { return path_; }
 
   Status ReadAt(uint64_t offset, std::span<uint8_t> buf) const override {
-    size_t done = 0;
-    while (done < buf.size()) {
-      ssize_t n = ::pread(fd_, buf.data() + done, buf.size() - done,
-                          static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return ErrnoStatus(path_ + ": read at " + Hex(offset + done), errno);
-      }
-      if (n == 0) {
-        return Status::Corrupt(path_ + ": short read at " + Hex(offset + done) + ": wanted " +
-                               std::to_string(buf.size() - done) + " more bytes, file ends");
-      }
-      done += static_cast<size_t>(n);
+    FERRY_ASSIGN_OR_RETURN(size_t done, ReadSomeAt(offset, buf));
+    if (done < buf.size()) {
+      return Status::Corrupt(path_ + ": short read at " + Hex(offset + done) + ": wanted " +
+                             std::to_string(buf.size() - done) + " more bytes, file ends");
     }
     return Status::Ok();
   }
