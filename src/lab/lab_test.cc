@@ -170,11 +170,14 @@ TEST(Lab, TwoHostsBootMigrateVerifyDown) {
     if (std::sscanf(line.text.c_str(), "FERRY-DISK-SEQ %lld", &seq) == 1) durable = seq;
   }
   ASSERT_GT(durable, 0);
+  // The verify boot uses a plain copy of the disk dropped into host 2's local pool folder
+  // behind libvirt's back (as a cold migration does): the lab must still find the volume.
+  std::filesystem::copy_file(g1->disk_path, lab.host(2).local_pool_dir + "/g1copy.qcow2");
   GuestSpec verify;
   verify.name = "g1verify";
   verify.host = 2;
-  verify.pool = "nas1";
-  verify.volume = "g1.qcow2";
+  verify.pool = "local";
+  verify.volume = "g1copy.qcow2";
   verify.disk_mode = DiskMode::kVerify;
   auto gv = lab.CreateGuest(verify);
   ASSERT_TRUE(gv.ok()) << gv.status().ToString();
