@@ -20,6 +20,8 @@
 namespace ferry {
 namespace {
 
+constexpr uint32_t kWriteUnit = 1u << 20;  // see VhdxSink::granularity()
+
 using namespace vhdx;  // NOLINT(google-build-using-namespace): the format's own constants
 
 // Hyper-V's default block size for dynamic VHDX (New-VHD). Zero blocks are never allocated
@@ -97,7 +99,10 @@ class VhdxSink final : public BlockSink {
         zero_initialized_(zero_initialized) {}
 
   uint64_t size() const override { return l_.virtual_size; }
-  uint32_t granularity() const override { return l_.block_size; }
+  // Writes may cover part of a block: the first write to a block allocates all of it, and the
+  // parts never written stay holes in the host file, reading as zeros. So the engine can copy
+  // in 1 MiB units whatever the block size (32 MiB blocks would otherwise make 32 MiB chunks).
+  uint32_t granularity() const override { return std::min<uint32_t>(l_.block_size, kWriteUnit); }
   bool zero_initialized() const override { return zero_initialized_; }
 
   Status Write(uint64_t offset, std::span<const uint8_t> data) override {
