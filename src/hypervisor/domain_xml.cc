@@ -126,10 +126,11 @@ VmNic ParseInterface(pugi::xml_node iface) {
   n.mac = iface.child("mac").attribute("address").value();
   n.model = iface.child("model").attribute("type").value();
   const pugi::xml_node source = iface.child("source");
+  n.bridge = source.attribute("bridge").value();
   if (n.type == "network") {
     n.network = source.attribute("network").value();
   } else if (n.type == "bridge") {
-    n.network = source.attribute("bridge").value();
+    n.network = n.bridge;
   } else if (n.type == "direct") {
     n.network = source.attribute("dev").value();
   }
@@ -243,6 +244,19 @@ Result<VmInfo> ParseDomainXml(std::string_view xml) {
     vm.nics.push_back(ParseInterface(iface));
   }
   return vm;
+}
+
+void MergeConfiguredNics(VmInfo& live, const VmInfo& config) {
+  for (VmNic& nic : live.nics) {
+    if (nic.mac.empty()) continue;
+    for (const VmNic& configured : config.nics) {
+      if (configured.mac != nic.mac || configured.type != "network") continue;
+      if (nic.bridge.empty() && nic.type == "bridge") nic.bridge = nic.network;
+      nic.type = configured.type;
+      nic.network = configured.network;
+      break;
+    }
+  }
 }
 
 Result<PoolInfo> ParsePoolXml(std::string_view xml) {

@@ -28,6 +28,12 @@ inline constexpr int kMaxVcpus = 16384;      // above libvirt's own limit for QE
 // disk capacity/allocation at their defaults: those come from libvirt calls.
 Result<VmInfo> ParseDomainXml(std::string_view xml);
 
+// A running domain's live XML shows an interface on a libvirt network in bridge forward mode
+// as what it resolved to (type "bridge", the Linux bridge). This puts back the configured
+// network (type "network", its name) from `config` (the VIR_DOMAIN_XML_INACTIVE parse),
+// matching interfaces by MAC, and keeps the bridge in VmNic::bridge.
+void MergeConfiguredNics(VmInfo& live, const VmInfo& config);
+
 // A storage pool XML: name, type, target path. Capacity numbers come from virStoragePoolGetInfo.
 Result<PoolInfo> ParsePoolXml(std::string_view xml);
 

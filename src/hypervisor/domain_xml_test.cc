@@ -117,6 +117,7 @@ TEST(DomainXml, LabGuest) {
   EXPECT_EQ(vm->nics[0].model, "virtio");
   EXPECT_EQ(vm->nics[0].network, "lab");
   EXPECT_EQ(vm->nics[0].type, "network");
+  EXPECT_EQ(vm->nics[0].bridge, "ferry12345678");
   // Not from the XML: left for libvirt calls.
   EXPECT_EQ(vm->state, VmState::kUnknown);
   EXPECT_EQ(d.capacity_bytes, 0u);
@@ -160,6 +161,30 @@ TEST(DomainXml, FirmwareEfiAttributeAndDefaultUnit) {
   EXPECT_EQ(vm->vcpus, 4);
   EXPECT_TRUE(vm->disks.empty());
   EXPECT_TRUE(vm->nics.empty());
+}
+
+TEST(DomainXml, MergeConfiguredNics) {
+  auto live = ParseDomainXml(
+      "<domain><name>a</name><memory>1</memory><vcpu>1</vcpu><os/><devices>"
+      "<interface type='bridge'><mac address='52:54:00:00:00:01'/><source bridge='br7'/>"
+      "</interface>"
+      "<interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/>"
+      "</interface></devices></domain>");
+  auto config = ParseDomainXml(
+      "<domain><name>a</name><memory>1</memory><vcpu>1</vcpu><os/><devices>"
+      "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='lab'/>"
+      "</interface>"
+      "<interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/>"
+      "</interface></devices></domain>");
+  ASSERT_TRUE(live.ok() && config.ok());
+  MergeConfiguredNics(*live, *config);
+  ASSERT_EQ(live->nics.size(), 2u);
+  EXPECT_EQ(live->nics[0].type, "network");
+  EXPECT_EQ(live->nics[0].network, "lab");
+  EXPECT_EQ(live->nics[0].bridge, "br7");
+  EXPECT_EQ(live->nics[1].type, "bridge");
+  EXPECT_EQ(live->nics[1].network, "br0");
+  EXPECT_EQ(live->nics[1].bridge, "br0");
 }
 
 TEST(DomainXml, MemoryUnits) {

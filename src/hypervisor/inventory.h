@@ -65,6 +65,7 @@ struct VmNic {
   std::string model;    // "virtio", "e1000", ...
   std::string network;  // network name for type "network", bridge for "bridge", device for "direct"
   std::string type;     // <interface type=...>: "network", "bridge", "direct", "user", ...
+  std::string bridge;   // the Linux bridge it is plugged into, when libvirt says ("" if not)
 };
 
 struct VmInfo {

@@ -252,6 +252,15 @@ Result<VmInfo> LibvirtHost::Impl::DescribeDomain(virDomainPtr dom,
   CString xml(virDomainGetXMLDesc(dom, 0));
   if (!xml) return Error("domain " + dom_name + ": virDomainGetXMLDesc");
   FERRY_ASSIGN_OR_RETURN(VmInfo vm, ParseDomainXml(xml.get()).WithContext(uri));
+  if (virDomainIsActive(dom) == 1) {
+    // Live XML shows NICs on bridge-mode networks as plain bridges; the configured network
+    // name is what the agent and validation need.
+    CString config_xml(virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE));
+    if (!config_xml) return Error("domain " + dom_name + ": virDomainGetXMLDesc(inactive)");
+    FERRY_ASSIGN_OR_RETURN(const VmInfo config,
+                           ParseDomainXml(config_xml.get()).WithContext(uri + ": inactive"));
+    MergeConfiguredNics(vm, config);
+  }
   int state = 0;
   int reason = 0;
   if (virDomainGetState(dom, &state, &reason, 0) < 0) {

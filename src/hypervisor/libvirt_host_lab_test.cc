@@ -135,6 +135,7 @@ TEST(LibvirtHost, LabInventory) {
   EXPECT_EQ(vm->nics[0].network, "lab");
   EXPECT_EQ(vm->nics[0].type, "network");
   EXPECT_EQ(vm->nics[0].model, "virtio");
+  EXPECT_EQ(vm->nics[0].bridge, lab.state().bridge);
 
   // GetVm gives the same; a missing VM is kNotFound.
   auto one = (*h1)->GetVm("hv1");
