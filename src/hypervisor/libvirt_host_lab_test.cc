@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lab/lab.h"
@@ -167,6 +168,25 @@ TEST(LibvirtHost, LabInventory) {
   EXPECT_TRUE(inv1->networks[0].active);
   EXPECT_EQ(inv1->networks[0].forward_mode, "bridge");
   EXPECT_EQ(inv1->networks[0].bridge, lab.state().bridge);
+
+  // One connection used from several threads at once (the agent's request handlers do this).
+  {
+    constexpr int kThreads = 4;
+    std::vector<int> vm_counts(kThreads, -1);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        for (int round = 0; round < 3; ++round) {
+          auto inv = (*h1)->Inventory();
+          auto missing_vm = (*h1)->GetVm("no-such-vm-" + std::to_string(i));
+          if (!inv.ok() || missing_vm.status().code() != ErrorCode::kNotFound) return;
+          vm_counts[i] = static_cast<int>(inv->vms.size());
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int i = 0; i < kThreads; ++i) EXPECT_EQ(vm_counts[i], 1) << "thread " << i;
+  }
 
   // Host 2: its own facts, the same pools, no such VM.
   auto inv2 = (*h2)->Inventory();
