@@ -22,23 +22,23 @@ constexpr Unit kUnits[] = {
     {"b", 1},
     {"bytes", 1},
     {"KB", kK},
-    {"MB", kK * kK},
-    {"GB", kK * kK * kK},
-    {"TB", kK * kK * kK * kK},
-    {"PB", kK * kK * kK * kK * kK},
-    {"EB", kK * kK * kK * kK * kK * kK},
+    {"MB", kK* kK},
+    {"GB", kK* kK* kK},
+    {"TB", kK* kK* kK* kK},
+    {"PB", kK* kK* kK* kK* kK},
+    {"EB", kK* kK* kK* kK* kK* kK},
     {"k", kKi},
     {"KiB", kKi},
-    {"M", kKi * kKi},
-    {"MiB", kKi * kKi},
-    {"G", kKi * kKi * kKi},
-    {"GiB", kKi * kKi * kKi},
-    {"T", kKi * kKi * kKi * kKi},
-    {"TiB", kKi * kKi * kKi * kKi},
-    {"P", kKi * kKi * kKi * kKi * kKi},
-    {"PiB", kKi * kKi * kKi * kKi * kKi},
-    {"E", kKi * kKi * kKi * kKi * kKi * kKi},
-    {"EiB", kKi * kKi * kKi * kKi * kKi * kKi},
+    {"M", kKi* kKi},
+    {"MiB", kKi* kKi},
+    {"G", kKi* kKi* kKi},
+    {"GiB", kKi* kKi* kKi},
+    {"T", kKi* kKi* kKi* kKi},
+    {"TiB", kKi* kKi* kKi* kKi},
+    {"P", kKi* kKi* kKi* kKi* kKi},
+    {"PiB", kKi* kKi* kKi* kKi* kKi},
+    {"E", kKi* kKi* kKi* kKi* kKi* kKi},
+    {"EiB", kKi* kKi* kKi* kKi* kKi* kKi},
 };
 
 std::string_view Trim(std::string_view s) {
@@ -153,25 +153,6 @@ Firmware FirmwareOf(pugi::xml_node os) {
 
 }  // namespace
 
-std::string_view VmStateName(VmState state) {
-  switch (state) {
-    case VmState::kNoState: return "nostate";
-    case VmState::kRunning: return "running";
-    case VmState::kBlocked: return "blocked";
-    case VmState::kPaused: return "paused";
-    case VmState::kShutdown: return "shutdown";
-    case VmState::kShutoff: return "shutoff";
-    case VmState::kCrashed: return "crashed";
-    case VmState::kPmSuspended: return "pmsuspended";
-    case VmState::kUnknown: return "unknown";
-  }
-  return "unknown";
-}
-
-std::string_view FirmwareName(Firmware firmware) {
-  return firmware == Firmware::kUefi ? "uefi" : "bios";
-}
-
 Result<uint64_t> ScaleXmlSize(std::string_view number, std::string_view unit,
                               std::string_view default_unit, std::string_view what) {
   FERRY_ASSIGN_OR_RETURN(const uint64_t n, ParseU64(number, what));
@@ -179,8 +160,8 @@ Result<uint64_t> ScaleXmlSize(std::string_view number, std::string_view unit,
   for (const Unit& known : kUnits) {
     if (u == known.name) {
       if (n != 0 && known.factor > UINT64_MAX / n) {
-        return Status::Corrupt(std::string(what) + ": " + std::to_string(n) + " " +
-                               std::string(u) + " overflows 64 bits");
+        return Status::Corrupt(std::string(what) + ": " + std::to_string(n) + " " + std::string(u) +
+                               " overflows 64 bits");
       }
       return n * known.factor;
     }

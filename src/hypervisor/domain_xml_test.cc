@@ -233,9 +233,8 @@ TEST(DomainXml, MalformedInput) {
               ErrorCode::kCorrupt, "<vcpu>");
   ExpectError("<domain><name>x</name><memory>1</memory><vcpu>99999</vcpu><os/></domain>",
               ErrorCode::kCorrupt, "<vcpu>");
-  ExpectError(
-      "<domain><name>x</name><memory>1</memory><vcpu current='3'>2</vcpu><os/></domain>",
-      ErrorCode::kCorrupt, "<vcpu>");
+  ExpectError("<domain><name>x</name><memory>1</memory><vcpu current='3'>2</vcpu><os/></domain>",
+              ErrorCode::kCorrupt, "<vcpu>");
   ExpectError("<domain><name>x</name><vcpu>1</vcpu><os/></domain>", ErrorCode::kCorrupt,
               "no <memory>");
   ExpectError("<domain><name>x</name><memory unit='parsec'>1</memory><vcpu>1</vcpu><os/></domain>",
@@ -284,8 +283,8 @@ TEST(NetworkXml, ForwardModes) {
   EXPECT_EQ(bridged->name, "lab");
   EXPECT_EQ(bridged->bridge, "ferry0");
   EXPECT_EQ(bridged->forward_mode, "bridge");
-  auto nat = ParseNetworkXml(
-      "<network><name>default</name><forward/><bridge name='virbr0'/></network>");
+  auto nat =
+      ParseNetworkXml("<network><name>default</name><forward/><bridge name='virbr0'/></network>");
   ASSERT_TRUE(nat.ok());
   EXPECT_EQ(nat->forward_mode, "nat");
   auto isolated = ParseNetworkXml("<network><name>iso</name></network>");

@@ -23,8 +23,8 @@ struct HostFacts {
   int cpus = 0;           // active logical CPUs (virNodeGetInfo)
   uint64_t memory_bytes = 0;
   uint64_t free_memory_bytes = 0;
-  std::string libvirt_version;  // the daemon's libvirt, "9.0.0"
-  std::string hypervisor;       // driver name, lower case: "qemu"
+  std::string libvirt_version;            // the daemon's libvirt, "9.0.0"
+  std::string hypervisor;                 // driver name, lower case: "qemu"
   std::vector<std::string> domain_types;  // <domain type=...> the host can run: "qemu", "kvm"
 };
 
@@ -48,14 +48,14 @@ enum class Firmware { kBios, kUefi };
 std::string_view FirmwareName(Firmware firmware);
 
 struct VmDisk {
-  std::string target;       // guest device name: "vda", "sda", "hdc"
-  std::string bus;          // "virtio", "sata", "scsi", "ide", ...
-  std::string device;       // "disk", "cdrom", "floppy", "lun"
-  std::string type;         // <disk type=...>: "file", "block", "volume", "network"
-  std::string format;       // <driver type=...>: "qcow2", "raw", ...
-  std::string source_path;  // file or block device ("" for an empty cdrom or a network disk)
-  std::string pool;         // storage pool holding it, if any
-  std::string volume;       // volume name within `pool`, if known
+  std::string target;             // guest device name: "vda", "sda", "hdc"
+  std::string bus;                // "virtio", "sata", "scsi", "ide", ...
+  std::string device;             // "disk", "cdrom", "floppy", "lun"
+  std::string type;               // <disk type=...>: "file", "block", "volume", "network"
+  std::string format;             // <driver type=...>: "qcow2", "raw", ...
+  std::string source_path;        // file or block device ("" for an empty cdrom or a network disk)
+  std::string pool;               // storage pool holding it, if any
+  std::string volume;             // volume name within `pool`, if known
   uint64_t capacity_bytes = 0;    // virtual size (0 = not known)
   uint64_t allocation_bytes = 0;  // space used on the host (0 = not known)
 };

@@ -246,7 +246,7 @@ void LibvirtHost::Impl::FillDiskSize(VmDisk& disk, const std::vector<PoolInfo>& 
 }
 
 Result<VmInfo> LibvirtHost::Impl::DescribeDomain(virDomainPtr dom,
-                                                  const std::vector<PoolInfo>& pools) const {
+                                                 const std::vector<PoolInfo>& pools) const {
   const char* name = virDomainGetName(dom);
   const std::string dom_name = name != nullptr ? name : "?";
   CString xml(virDomainGetXMLDesc(dom, 0));
@@ -312,6 +312,7 @@ Result<hypervisor::Inventory> LibvirtHost::Inventory() const {
   if (n < 0) return impl_->Error("virConnectListAllDomains");
   const std::vector<Domain> doms = TakeList<Domain>(list, n);
   for (const Domain& dom : doms) {
+    virResetLastError();
     auto vm = impl_->DescribeDomain(dom.get(), inv.pools);
     if (!vm.ok()) {
       // A domain undefined between the listing and the lookup is not an error.

@@ -2,8 +2,6 @@
 // shared pool nas1. Asserts host facts, the guest's inventory entry (state, vCPUs, memory,
 // disk with format, pool and size, NIC with MAC and network), pools and networks, and that
 // host 2 does not list the guest. Needs root and scripts/lab-deps (label "lab").
-#include "hypervisor/libvirt_host.h"
-
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "hypervisor/libvirt_host.h"
 #include "lab/lab.h"
 
 namespace ferry::hypervisor {
@@ -102,8 +101,8 @@ TEST(LibvirtHost, LabInventory) {
   EXPECT_EQ(facts.hypervisor, "qemu");
   EXPECT_NE(std::find(facts.domain_types.begin(), facts.domain_types.end(), "qemu"),
             facts.domain_types.end());
-  std::printf("host1: cpu %s/%s, %d cpus, %llu MiB (%llu free), domain types:", facts.cpu_model.c_str(),
-              facts.cpu_arch.c_str(), facts.cpus,
+  std::printf("host1: cpu %s/%s, %d cpus, %llu MiB (%llu free), domain types:",
+              facts.cpu_model.c_str(), facts.cpu_arch.c_str(), facts.cpus,
               static_cast<unsigned long long>(facts.memory_bytes / kMiB),
               static_cast<unsigned long long>(facts.free_memory_bytes / kMiB));
   for (const auto& t : facts.domain_types) std::printf(" %s", t.c_str());
