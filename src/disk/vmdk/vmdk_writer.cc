@@ -80,6 +80,17 @@ Result<Geometry> MakeGeometry(const std::string& path, const CreateOptions& opti
   return g;
 }
 
+// The BlockSink contract for both writers: whole grains, except a range that ends the disk.
+Status CheckGrainAligned(const std::string& path, uint64_t grain_bytes, uint64_t size,
+                         uint64_t offset, uint64_t length) {
+  if (offset % grain_bytes != 0 || offset > size || length > size - offset ||
+      (length % grain_bytes != 0 && offset + length != size)) {
+    return Status::InvalidArgument(path + ": write " + Hex(offset) + "+" + Hex(length) +
+                                   " is not grain-aligned inside the disk");
+  }
+  return Status::Ok();
+}
+
 std::string BaseName(const std::string& path) {
   auto pos = path.find_last_of('/');
   return pos == std::string::npos ? path : path.substr(pos + 1);
@@ -280,13 +291,7 @@ class SparseSink final : public BlockSink {
 
  private:
   Status CheckRange(uint64_t offset, uint64_t length) const {
-    const uint64_t gb = g_.grain_bytes();
-    if (offset % gb != 0 || offset > size() || length > size() - offset ||
-        (length % gb != 0 && offset + length != size())) {
-      return Status::InvalidArgument(file_->path() + ": write " + Hex(offset) + "+" + Hex(length) +
-                                     " is not grain-aligned inside the disk");
-    }
-    return Status::Ok();
+    return CheckGrainAligned(file_->path(), g_.grain_bytes(), size(), offset, length);
   }
 
   void MarkDirty(uint64_t grain) { dirty_[grain / vmdk::kDefaultGtesPerGt] = 1; }
@@ -515,13 +520,7 @@ class StreamSink final : public BlockSink {
 
  private:
   Status CheckRange(uint64_t offset, uint64_t length) const {
-    const uint64_t gb = g_.grain_bytes();
-    if (offset % gb != 0 || offset > size() || length > size() - offset ||
-        (length % gb != 0 && offset + length != size())) {
-      return Status::InvalidArgument(file_->path() + ": write " + Hex(offset) + "+" + Hex(length) +
-                                     " is not grain-aligned inside the disk");
-    }
-    return Status::Ok();
+    return CheckGrainAligned(file_->path(), g_.grain_bytes(), size(), offset, length);
   }
 
   static void AppendMarker(std::vector<uint8_t>* out, uint64_t value, uint32_t type) {
