@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/image_options.h"
 #include "cli/output.h"
 #include "disk/engine/copy_engine.h"
 #include "disk/image.h"
@@ -11,26 +12,24 @@ namespace ferry::cli {
 namespace {
 
 struct CompareArgs {
-  std::string a, b, format_a, format_b, output = "text";
-  bool strict = false, allow_outside = false;
+  std::string a, b, output = "text";
+  ImageArgs open_a, open_b;
+  bool strict = false;
 };
 
 int RunCompare(const CompareArgs& args) {
   auto mode = ParseOutputMode(args.output);
   if (!mode.ok()) return ReportError(OutputMode::kText, "compare", mode.status());
-  auto open = [&](const std::string& path, const std::string& fmt)
-      -> Result<std::unique_ptr<BlockSource>> {
-    OpenOptions o;
-    o.allow_outside_files = args.allow_outside;
-    if (!fmt.empty()) {
-      FERRY_ASSIGN_OR_RETURN(ImageFormat f, ParseImageFormat(fmt));
-      o.format = f;
-    }
+  auto open = [&](const std::string& path,
+                  const ImageArgs& image) -> Result<std::unique_ptr<BlockSource>> {
+    FERRY_ASSIGN_OR_RETURN(OpenOptions o, ToOpenOptions(image));
     return OpenImage(path, o);
   };
-  auto a = open(args.a, args.format_a);
+  ImageArgs open_b = args.open_b;
+  open_b.allow_outside = args.open_a.allow_outside;  // one flag covers both images
+  auto a = open(args.a, args.open_a);
   if (!a.ok()) return ReportError(*mode, "compare", a.status());
-  auto b = open(args.b, args.format_b);
+  auto b = open(args.b, open_b);
   if (!b.ok()) return ReportError(*mode, "compare", b.status());
   auto r = CompareDisks(**a, **b, 4, args.strict);
   if (!r.ok()) return ReportError(*mode, "compare", r.status());
@@ -59,10 +58,10 @@ void AddCompareCommand(CLI::App& app, int* exit_code) {
   CLI::App* cmd = app.add_subcommand("compare", "Compare two disks' contents (exit 0 = same)");
   cmd->add_option("A", args->a, "First image")->required();
   cmd->add_option("B", args->b, "Second image")->required();
-  cmd->add_option("-f", args->format_a, "Format of A");
-  cmd->add_option("-F", args->format_b, "Format of B");
+  cmd->add_option("-f", args->open_a.format, "Format of A");
+  cmd->add_option("-F", args->open_b.format, "Format of B");
   cmd->add_flag("--strict", args->strict, "Different sizes count as different");
-  cmd->add_flag("--allow-outside-files", args->allow_outside,
+  cmd->add_flag("--allow-outside-files", args->open_a.allow_outside,
                 "Let backing/parent/extent references leave the image's folder");
   cmd->add_option("--output", args->output, "text|json");
   cmd->callback([args, exit_code] { *exit_code = RunCompare(*args); });

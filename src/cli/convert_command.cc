@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/image_options.h"
 #include "cli/output.h"
 #include "common/checksum.h"
 #include "common/units.h"
@@ -19,24 +20,18 @@ std::atomic<bool> g_cancel{false};
 extern "C" void OnSignal(int) { g_cancel.store(true); }
 
 struct ConvertArgs {
-  std::string source_format, target_format = "raw", output = "text";
+  std::string target_format = "raw", output = "text";
+  ImageArgs open;  // the source
   std::string source, target, manifest, bwlimit, chunk_size, checkpoint_every;
   std::string cluster_size, subformat, compress, target_size, bitmap, journal;
   bool resume = false, overwrite = false, verify = false, preallocate = false;
-  bool allow_outside = false;
   int workers = 4;
-  int ova_disk = 0;
 };
 
 Status BuildRequest(const ConvertArgs& a, ConvertRequest* r) {
   r->source = a.source;
   r->target = a.target;
-  if (!a.source_format.empty()) {
-    FERRY_ASSIGN_OR_RETURN(ImageFormat f, ParseImageFormat(a.source_format));
-    r->open.format = f;
-  }
-  r->open.allow_outside_files = a.allow_outside;
-  r->open.ova_disk_index = a.ova_disk;
+  FERRY_ASSIGN_OR_RETURN(r->open, ToOpenOptions(a.open));
   FERRY_ASSIGN_OR_RETURN(r->target_format, ParseImageFormat(a.target_format));
   if (!a.cluster_size.empty()) {
     FERRY_ASSIGN_OR_RETURN(uint64_t cs, ParseSize(a.cluster_size));
@@ -133,7 +128,7 @@ int RunConvertCommand(const ConvertArgs& a) {
 void AddConvertCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ConvertArgs>();
   CLI::App* cmd = app.add_subcommand("convert", "Copy or convert a disk image (resumable)");
-  cmd->add_option("-f,--source-format", args->source_format,
+  cmd->add_option("-f,--source-format", args->open.format,
                   "Source format (raw|qcow2|vmdk|vhd|vhdx|ova); probed when omitted, "
                   "and a raw image is never probed as another format");
   cmd->add_option("-O,--target-format", args->target_format, "Target format")->required();
@@ -162,10 +157,8 @@ void AddConvertCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--workers", args->workers, "Parallel copy workers (default 4)");
   cmd->add_option("--chunk-size", args->chunk_size, "Copy unit (default 4M)");
   cmd->add_option("--checkpoint-every", args->checkpoint_every,
-                  "Virtual bytes between checkpoints (default 1G; also every 30 s)");
-  cmd->add_option("--ova-disk", args->ova_disk, "Which disk of an OVA (0-based)");
-  cmd->add_flag("--allow-outside-files", args->allow_outside,
-                "Let backing/parent/extent references leave the image's folder");
+                  "Data read between checkpoints (default 1G; also every 30 s)");
+  AddImageOptions(cmd, &args->open);
   cmd->add_option("--output", args->output, "text|json");
   cmd->callback([args, exit_code] { *exit_code = RunConvertCommand(*args); });
 }

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/image_options.h"
 #include "cli/output.h"
 #include "common/units.h"
 #include "disk/image.h"
@@ -11,9 +12,9 @@ namespace ferry::cli {
 namespace {
 
 struct InspectArgs {
-  std::string image, format, output = "text";
-  bool map = false, allow_outside = false;
-  int ova_disk = 0;
+  std::string image, output = "text";
+  ImageArgs open;
+  bool map = false;
 };
 
 std::string_view KindName(ExtentKind k) {
@@ -29,15 +30,9 @@ std::string_view KindName(ExtentKind k) {
 int RunInspect(const InspectArgs& a) {
   auto mode = ParseOutputMode(a.output);
   if (!mode.ok()) return ReportError(OutputMode::kText, "inspect", mode.status());
-  OpenOptions open;
-  open.allow_outside_files = a.allow_outside;
-  open.ova_disk_index = a.ova_disk;
-  if (!a.format.empty()) {
-    auto f = ParseImageFormat(a.format);
-    if (!f.ok()) return ReportError(*mode, "inspect", f.status());
-    open.format = *f;
-  }
-  auto src = OpenImage(a.image, open);
+  auto open = ToOpenOptions(a.open);
+  if (!open.ok()) return ReportError(*mode, "inspect", open.status());
+  auto src = OpenImage(a.image, *open);
   if (!src.ok()) return ReportError(*mode, "inspect", src.status());
   ImageInfo info = (*src)->info();
   std::vector<Extent> extents;
@@ -107,11 +102,9 @@ void AddInspectCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<InspectArgs>();
   CLI::App* cmd = app.add_subcommand("inspect", "Show an image's format, sizes, chain, problems");
   cmd->add_option("IMAGE", args->image, "Image to inspect")->required();
-  cmd->add_option("-f,--format", args->format, "Image format (probed when omitted)");
+  cmd->add_option("-f,--format", args->open.format, "Image format (probed when omitted)");
   cmd->add_flag("--map", args->map, "List data, zero and hole ranges");
-  cmd->add_option("--ova-disk", args->ova_disk, "Which disk of an OVA (0-based)");
-  cmd->add_flag("--allow-outside-files", args->allow_outside,
-                "Let backing/parent/extent references leave the image's folder");
+  AddImageOptions(cmd, &args->open);
   cmd->add_option("--output", args->output, "text|json");
   cmd->callback([args, exit_code] { *exit_code = RunInspect(*args); });
 }

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/image_options.h"
 #include "cli/output.h"
 #include "disk/image.h"
 #include "nbd/nbd_server.h"
@@ -12,9 +13,8 @@ namespace ferry::cli {
 namespace {
 
 struct ServeArgs {
-  std::string image, format, listen, socket, export_name, output = "text";
-  bool allow_outside = false;
-  int ova_disk = 0;
+  std::string image, listen, socket, export_name, output = "text";
+  ImageArgs open;
 };
 
 NbdServer* g_server = nullptr;
@@ -31,15 +31,9 @@ int RunServe(const ServeArgs& a) {
                        Status::InvalidArgument("give exactly one of --listen ADDR:PORT and "
                                                "--socket PATH"));
   }
-  OpenOptions open;
-  open.allow_outside_files = a.allow_outside;
-  open.ova_disk_index = a.ova_disk;
-  if (!a.format.empty()) {
-    auto f = ParseImageFormat(a.format);
-    if (!f.ok()) return ReportError(*mode, "serve", f.status());
-    open.format = *f;
-  }
-  auto source = OpenImage(a.image, open);
+  auto open = ToOpenOptions(a.open);
+  if (!open.ok()) return ReportError(*mode, "serve", open.status());
+  auto source = OpenImage(a.image, *open);
   if (!source.ok()) return ReportError(*mode, "serve", source.status());
   NbdServerOptions options;
   options.tcp_address = a.listen;
@@ -73,13 +67,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<ServeArgs>();
   CLI::App* cmd = app.add_subcommand("serve", "Export an image read-only over NBD");
   cmd->add_option("IMAGE", args->image, "Image to export (any format Ferry reads)")->required();
-  cmd->add_option("-f,--format", args->format, "Image format (probed when omitted)");
+  cmd->add_option("-f,--format", args->open.format, "Image format (probed when omitted)");
   cmd->add_option("--listen", args->listen, "TCP address, e.g. 127.0.0.1:10809 (port 0: any)");
   cmd->add_option("--socket", args->socket, "Unix socket path");
   cmd->add_option("--export", args->export_name, "Export name (default: empty, the default)");
-  cmd->add_option("--ova-disk", args->ova_disk, "Which disk of an OVA (0-based)");
-  cmd->add_flag("--allow-outside-files", args->allow_outside,
-                "Let backing/parent/extent references leave the image's folder");
+  AddImageOptions(cmd, &args->open);
   cmd->add_option("--output", args->output, "text|json");
   cmd->callback([args, exit_code] { *exit_code = RunServe(*args); });
 }
