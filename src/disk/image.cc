@@ -100,11 +100,13 @@ Result<std::unique_ptr<BlockSource>> OpenContext::OpenBacking(
   return OpenImageIn(*this, path, format);
 }
 
-Result<ImageFormat> ProbeFormat(Env* env, const std::string& path) {
-  FERRY_ASSIGN_OR_RETURN(auto file, env->Open(path, OpenMode::kRead));
-  FERRY_ASSIGN_OR_RETURN(uint64_t size, file->Size());
+namespace {
+
+// Reads the magic of an open file: the first 4 KiB and, for fixed VHD, the last 512 bytes.
+Result<ImageFormat> ProbeFile(const File& file) {
+  FERRY_ASSIGN_OR_RETURN(uint64_t size, file.Size());
   std::vector<uint8_t> head(std::min<uint64_t>(size, 4096));
-  FERRY_TRY(file->ReadAt(0, head));
+  FERRY_TRY(file.ReadAt(0, head));
   if (StartsWith(head, "QFI\xfb")) return ImageFormat::kQcow2;
   if (StartsWith(head, "KDMV")) return ImageFormat::kVmdk;
   if (StartsWith(head, "# Disk DescriptorFile")) return ImageFormat::kVmdk;
@@ -114,11 +116,18 @@ Result<ImageFormat> ProbeFormat(Env* env, const std::string& path) {
   if (size >= 512) {
     // A fixed VHD has its footer only at the end (511 bytes in very old images).
     std::vector<uint8_t> tail(512);
-    FERRY_TRY(file->ReadAt(size - 512, tail));
+    FERRY_TRY(file.ReadAt(size - 512, tail));
     if (StartsWith(tail, "conectix")) return ImageFormat::kVhd;
     if (StartsWith(tail, "conectix", 1)) return ImageFormat::kVhd;
   }
   return ImageFormat::kRaw;
+}
+
+}  // namespace
+
+Result<ImageFormat> ProbeFormat(Env* env, const std::string& path) {
+  FERRY_ASSIGN_OR_RETURN(auto file, env->Open(path, OpenMode::kRead));
+  return ProbeFile(*file);
 }
 
 Result<std::unique_ptr<BlockSource>> OpenImageIn(const OpenContext& ctx, const std::string& path,
@@ -127,10 +136,10 @@ Result<std::unique_ptr<BlockSource>> OpenImageIn(const OpenContext& ctx, const s
   auto real = env->RealPath(path);
   if (!real.ok()) return Status::NotFound(path + ": no such image");
   FERRY_ASSIGN_OR_RETURN(OpenContext inner, ctx.Descend(*real));
-  if (!format) {
-    FERRY_ASSIGN_OR_RETURN(format, ProbeFormat(env, path));
-  }
   FERRY_ASSIGN_OR_RETURN(auto file, env->Open(path, OpenMode::kRead));
+  if (!format) {
+    FERRY_ASSIGN_OR_RETURN(format, ProbeFile(*file));
+  }
   switch (*format) {
     case ImageFormat::kRaw: return OpenRaw(inner, std::move(file));
     case ImageFormat::kQcow2: return OpenQcow2(inner, std::move(file));

@@ -13,13 +13,13 @@ namespace {
 
 // `source` names the source: its real path and mtime (a changed source is never resumed
 // onto an old target), or its URI.
-std::string Identity(const ConvertRequest& r, const BlockSource& src, const std::string& source,
+std::string Identity(const ConvertRequest& r, const ImageInfo& src, const std::string& source,
                      uint64_t chunk) {
   std::ostringstream s;
   s << "ferry-convert 1\n"
     << "source=" << source << "\n"
-    << "source_format=" << src.info().format << "\n"
-    << "source_size=" << src.size() << "\n"
+    << "source_format=" << src.format << "\n"
+    << "source_size=" << src.virtual_size << "\n"
     << "target=" << r.target << "\n"
     << "target_format=" << FormatName(r.target_format) << "\n"
     << "target_size=" << r.create.size << "\n"
@@ -164,7 +164,7 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
   // The identity pins the chunk size the engine will really use.
   uint64_t gran = std::max<uint64_t>(sink->granularity(), 512);
   uint64_t chunk = (std::max<uint64_t>(r.copy.chunk_size, gran) + gran - 1) / gran * gran;
-  std::string identity = Identity(r, *source, src_identity, chunk);
+  std::string identity = Identity(r, outcome.source_info, src_identity, chunk);
   if (journal) {
     if (journal->identity() != identity) {
       return Status::Mismatch(r.journal_path + " belongs to a different copy (" +

@@ -115,7 +115,6 @@ class CopyRun {
     window_ = options_.window > 0 ? options_.window : 2 * workers_;
     window_ = static_cast<int>(std::max<uint64_t>(
         1, std::min<uint64_t>(static_cast<uint64_t>(window_), kMaxWindowBytes / chunk_)));
-    window_ = std::max(window_, 1);
     workers_ = std::min(workers_, window_);
     slots_.resize(static_cast<size_t>(window_));
     start_ns_ = options_.clock->NowNanos();
