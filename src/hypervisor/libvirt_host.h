@@ -18,6 +18,7 @@
 
 #include "common/status.h"
 #include "hypervisor/inventory.h"
+#include "hypervisor/operations.h"
 
 namespace ferry::hypervisor {
 
@@ -41,6 +42,64 @@ class LibvirtHost {
   // One VM by name; kNotFound if the host has no such domain.
   Result<VmInfo> GetVm(const std::string& name) const;
   Result<HostFacts> Facts() const;
+
+  // --- Domain definitions and power ---------------------------------------------------
+  // The domain's XML: flags none (live), or inactive=true for the persistent definition,
+  // migratable=true for the form fit for another host (VIR_DOMAIN_XML_MIGRATABLE).
+  Result<std::string> DomainXml(const std::string& name, bool inactive = false,
+                                bool migratable = false) const;
+  Status DefineXml(const std::string& xml) const;        // persistent definition
+  Status Undefine(const std::string& name) const;        // also removes NVRAM, if any
+  Status Start(const std::string& name) const;
+  Status Destroy(const std::string& name) const;         // hard power-off
+  Status Shutdown(const std::string& name) const;        // ACPI request, returns at once
+  Status Suspend(const std::string& name) const;
+  Status Resume(const std::string& name) const;
+  Result<VmState> State(const std::string& name) const;  // kNotFound if no such domain
+
+  // --- Live migration (this connection is the source) ---------------------------------
+  // Blocks until the migration finished (OK), failed or was aborted (kIo / kCancelled with
+  // libvirt's message). Run it on its own thread; the calls below may be made meanwhile
+  // from other threads to watch and steer it.
+  Status Migrate(const std::string& name, const MigrateParams& params) const;
+  // Statistics of the domain's current job (completed=true: of the last finished job).
+  Result<JobStats> GetJobStats(const std::string& name, bool completed = false) const;
+  Status AbortJob(const std::string& name) const;
+  Status SetMaxDowntime(const std::string& name, int64_t ms) const;
+  Status SetMaxSpeed(const std::string& name, uint64_t bytes_per_s) const;  // 0 = no cap
+  // Switches a running migration started with allow_postcopy to post-copy.
+  Status StartPostCopy(const std::string& name) const;
+  // Measures the guest's memory dirty rate over `seconds` (virDomainStartDirtyRateCalc,
+  // then virConnectGetAllDomainStats DIRTYRATE); bytes/s. Blocks for about `seconds`.
+  Result<uint64_t> MeasureDirtyRate(const std::string& name, int seconds) const;
+
+  // --- Save / restore (quick migration) -------------------------------------------------
+  // Saves the running domain's memory to `path` (the domain stops); dest_xml != "" replaces
+  // the definition stored in the file.
+  Status Save(const std::string& name, const std::string& path) const;
+  // Restores a saved domain on this host (it becomes running, transient unless defined).
+  Status Restore(const std::string& path, const std::string& dest_xml = "") const;
+
+  // --- Block copy (live storage migration) ----------------------------------------------
+  Status BlockCopy(const std::string& name, const BlockCopyParams& params) const;
+  Result<BlockJob> GetBlockJob(const std::string& name, const std::string& disk) const;
+  // Ends a ready copy job switching the domain to the copy (pivot=true) or abandoning it.
+  Status BlockJobAbort(const std::string& name, const std::string& disk, bool pivot) const;
+
+  // --- Validation and storage -----------------------------------------------------------
+  // Can a guest with this <cpu> (or whole domain) XML run on this host?
+  // (virConnectCompareHypervisorCPU).
+  Result<CpuCheck> CompareCpu(const std::string& cpu_xml) const;
+  // Machine types this host's emulator accepts for `arch` ("pc-i440fx-7.2", "pc", "q35", ...).
+  Result<std::vector<std::string>> MachineTypes(const std::string& arch) const;
+  // Whether UEFI firmware is available for `arch`/`machine` (domain capabilities loader).
+  Result<bool> SupportsUefi(const std::string& arch, const std::string& machine) const;
+  // Creates a volume in `pool`; returns its path. kAlreadyExists if the name is taken.
+  Result<std::string> CreateVolume(const std::string& pool, const std::string& name,
+                                   uint64_t capacity, const std::string& format) const;
+  // Deletes the volume at `path` (looked up by path; kNotFound if no pool holds it).
+  Status DeleteVolume(const std::string& path) const;
+  Status RefreshPool(const std::string& pool) const;
 
  private:
   std::unique_ptr<Impl> impl_;
