@@ -18,6 +18,7 @@ std::string_view ErrorCodeName(ErrorCode code) {
     case ErrorCode::kCancelled: return "cancelled";
     case ErrorCode::kMismatch: return "mismatch";
     case ErrorCode::kInternal: return "internal error";
+    case ErrorCode::kFailedPrecondition: return "failed precondition";
   }
   return "unknown";
 }
@@ -37,6 +38,7 @@ int ExitCodeFor(ErrorCode code) {
     case ErrorCode::kCancelled: return 9;
     case ErrorCode::kMismatch: return 1;
     case ErrorCode::kInternal: return 70;
+    case ErrorCode::kFailedPrecondition: return 10;
   }
   return 70;
 }

@@ -33,6 +33,7 @@ enum class ErrorCode : int {
   kCancelled = 9,
   kMismatch = 10,        // two things that must agree do not (compare, verify, resume identity)
   kInternal = 11,        // a bug: an invariant did not hold
+  kFailedPrecondition = 12,  // checks before an operation failed (validation); nothing changed
 };
 
 std::string_view ErrorCodeName(ErrorCode code);
@@ -57,6 +58,9 @@ class [[nodiscard]] Status {
   static Status Cancelled(std::string m) { return {ErrorCode::kCancelled, std::move(m)}; }
   static Status Mismatch(std::string m) { return {ErrorCode::kMismatch, std::move(m)}; }
   static Status Internal(std::string m) { return {ErrorCode::kInternal, std::move(m)}; }
+  static Status FailedPrecondition(std::string m) {
+    return {ErrorCode::kFailedPrecondition, std::move(m)};
+  }
 
   bool ok() const { return code_ == ErrorCode::kOk; }
   ErrorCode code() const { return code_; }
