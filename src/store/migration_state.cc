@@ -28,9 +28,10 @@ struct Edge {
 };
 
 using S = MigrationState;
-constexpr std::array<Edge, 14> kEdges = {{
+constexpr std::array<Edge, 16> kEdges = {{
     {S::kPending, S::kValidating},
     {S::kPending, S::kCancelled},
+    {S::kPending, S::kFailed},     // ferryd restarted before validating it
     {S::kValidating, S::kQueued},
     {S::kValidating, S::kFailed},
     {S::kValidating, S::kCancelled},
@@ -40,6 +41,7 @@ constexpr std::array<Edge, 14> kEdges = {{
     {S::kRunning, S::kCompleted},
     {S::kRunning, S::kFailed},
     {S::kRunning, S::kCancelling},
+    {S::kRunning, S::kCancelled},  // the agent ended the job as cancelled on its own
     {S::kCancelling, S::kCancelled},
     {S::kCancelling, S::kFailed},
     {S::kCancelling, S::kCompleted},  // the switch-over had already happened

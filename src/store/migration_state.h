@@ -3,9 +3,10 @@
 //
 //   pending ─► validating ─► queued ─► running ─► completed
 //      │           │           │         │  ▲
-//      │           ▼           │         ▼  │(resume after a ferryd restart)
-//      │         failed ◄──────┴──── cancelling ─► cancelled
+//      │           ▼           │         ▼  │(the switch-over had already happened)
+//      ├───────► failed ◄──────┴──── cancelling ─► cancelled
 //      └──────────────────────────────────────────► cancelled
+//   (also running ─► failed, and running ─► cancelled when the agent ends a job as cancelled)
 //
 // `running` carries a phase (preparing, copying, converging, switchover, verifying,
 // finalizing) that changes freely; only states go through the table.

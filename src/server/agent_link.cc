@@ -1,0 +1,46 @@
+#include "server/agent_link.h"
+
+#include "api/agent_client.h"
+
+namespace ferry::server {
+namespace {
+
+class HttpAgentLink : public AgentLink {
+ public:
+  HttpAgentLink(const std::string& url, const std::string& token, int64_t timeout_ms)
+      : client_(url, token,
+                api::HttpClientOptions{.connect_timeout_ms = std::min<int64_t>(timeout_ms, 3000),
+                                       .read_timeout_ms = timeout_ms}) {}
+
+  Result<api::AgentHealth> Health() override { return client_.Health(); }
+  Result<hypervisor::Inventory> Inventory() override {
+    FERRY_ASSIGN_OR_RETURN(api::AgentInventory inv, client_.Inventory());
+    return std::move(inv.inventory);
+  }
+  Result<api::VmXml> GetVmXml(const std::string& vm) override { return client_.GetVmXml(vm); }
+  Result<hypervisor::CpuCheck> CheckCpu(const std::string& cpu_xml) override {
+    return client_.CheckCpu(cpu_xml);
+  }
+  Result<api::PlatformCheck> CheckPlatform(const api::PlatformCheckRequest& request) override {
+    return client_.CheckPlatform(request);
+  }
+  Result<api::AgentJob> StartJob(const agent::MigrationJobSpec& spec) override {
+    return client_.StartJob(spec);
+  }
+  Result<api::AgentJob> GetJob(const std::string& id) override { return client_.GetJob(id); }
+  Result<api::AgentJob> CancelJob(const std::string& id) override {
+    return client_.CancelJob(id);
+  }
+
+ private:
+  api::AgentClient client_;
+};
+
+}  // namespace
+
+std::unique_ptr<AgentLink> MakeHttpAgentLink(const std::string& url, const std::string& token,
+                                             int64_t timeout_ms) {
+  return std::make_unique<HttpAgentLink>(url, token, timeout_ms);
+}
+
+}  // namespace ferry::server

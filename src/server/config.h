@@ -1,0 +1,48 @@
+// ferryd's configuration file (docs/control-plane.md): where it listens, its token, its
+// database, the scheduler's limits, the polling periods, and hosts to register at start.
+//
+// Thread-safety: plain values.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace ferry::server {
+
+// How many migrations may run at once; 0 = no limit. A live-type migration (live, live-vsm,
+// quick) counts against both its source and its target host; a storage move (live-storage,
+// live-vsm) counts against its host's storage slots (both hosts for live-vsm).
+struct Limits {
+  int live_per_host = 2;
+  int storage_per_host = 2;
+  int total = 8;
+};
+
+struct HostEntry {
+  std::string id;
+  std::string name;
+  std::string cluster;
+  std::string agent_url;
+  std::string agent_token;
+};
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:7800";
+  std::string token;
+  std::string database = "/var/lib/ferry/ferry.db";
+  Limits limits;
+  int64_t poll_ms = 500;
+  int64_t inventory_refresh_ms = 10000;
+  int64_t agent_timeout_ms = 10000;
+  std::vector<HostEntry> hosts;
+};
+
+// Parses the JSON text of a config file; errors name the field ("limits.total: expected a
+// non-negative integer").
+Result<ServerConfig> ParseServerConfig(const std::string& json_text);
+Result<ServerConfig> LoadServerConfig(const std::string& path);
+
+}  // namespace ferry::server
