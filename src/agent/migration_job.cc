@@ -312,7 +312,22 @@ class MigrationJob {
         return xml.status().WithContext("destination XML");
       }
       params.dest_xml = *xml;
+      if (vm.persistent) {
+        // The definition kept on the target must name the new volumes too.
+        Result<std::string> def = src_->DomainXml(spec_.vm, true, true);
+        if (def.ok()) def = ReplaceDiskSources(*def, changes);
+        if (!def.ok()) {
+          DeleteAll(*dst_, created);
+          return def.status().WithContext("destination persistent XML");
+        }
+        params.persist_xml = *def;
+      }
       params.non_shared_disk = true;
+    } else {
+      FERRY_TRY(CheckStorageSharedWithTarget(vm));
+      // libvirt 9.0 cannot tell that a directory pool is shared and refuses without
+      // VIR_MIGRATE_UNSAFE; the check above (and ferryd's storage_visible validation) is ours.
+      params.unsafe = true;
     }
 
     // Measure before starting; the policy falls back to QEMU's per-pass figure.
@@ -480,6 +495,29 @@ class MigrationJob {
            std::to_string(result_.guest_downtime_ms) + " ms");
     }
     return result_;
+  }
+
+  // live: every disk file must lie in a pool the target has at the same folder (a share
+  // both hosts mount); a pool of the same name at another folder is the target's own disk.
+  Status CheckStorageSharedWithTarget(const VmInfo& vm) {
+    FERRY_ASSIGN_OR_RETURN(hypervisor::Inventory inv, dst_->Inventory());
+    for (const VmDisk& d : MovableDisks(vm)) {
+      const std::string dir = std::filesystem::path(d.source_path).parent_path().string();
+      bool seen = false;
+      for (const hypervisor::PoolInfo& pool : inv.pools) {
+        if (pool.active && !pool.path.empty() &&
+            std::filesystem::path(pool.path).lexically_normal() ==
+                std::filesystem::path(dir).lexically_normal()) {
+          seen = true;
+        }
+      }
+      if (!seen) {
+        return Status::InvalidArgument(
+            "disk " + d.target + " (" + d.source_path + ") is not in a pool the target sees at " +
+            "the same folder: a live migration needs shared storage (use live-vsm)");
+      }
+    }
+    return Status::Ok();
   }
 
   void DeleteAll(const LibvirtHost& host, std::vector<std::string>& paths) {
