@@ -1,0 +1,108 @@
+// Parsing and validation of ferry-agent's configuration (see agent_config.h).
+#include "agent/agent_config.h"
+
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+namespace ferry::agent {
+
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr size_t kMaxConfigBytes = 1 << 20;
+constexpr size_t kMaxHostIdLength = 64;
+constexpr int kMaxPort = 65535;
+
+Status Bad(std::string_view field, const std::string& what) {
+  return Status::InvalidArgument(std::string(field) + ": " + what);
+}
+
+Status CheckListen(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size()) {
+    return Bad("listen", "\"" + listen + "\" is not HOST:PORT");
+  }
+  const std::string port = listen.substr(colon + 1);
+  if (port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port) < 1 || std::stoi(port) > kMaxPort) {
+    return Bad("listen", "port \"" + port + "\" is not a number from 1 to 65535");
+  }
+  return Status::Ok();
+}
+
+Status CheckUri(std::string_view field, const std::string& uri) {
+  const size_t scheme = uri.find("://");
+  if (scheme == std::string::npos || scheme == 0) {
+    return Bad(field, "\"" + uri + "\" is not a URI (SCHEME://...)");
+  }
+  for (char c : uri) {
+    if (static_cast<unsigned char>(c) <= ' ') return Bad(field, "contains a space or control byte");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<AgentConfig> ParseAgentConfig(std::string_view text) {
+  Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Status::InvalidArgument("not valid JSON");
+  if (!j.is_object()) return Status::InvalidArgument("expected a JSON object");
+
+  AgentConfig c;
+  struct Field {
+    const char* name;
+    std::string* out;
+  };
+  const Field fields[] = {{"listen", &c.listen},           {"token", &c.token},
+                          {"libvirt_uri", &c.libvirt_uri}, {"migration_uri", &c.migration_uri},
+                          {"host_id", &c.host_id},         {"state_dir", &c.state_dir}};
+  for (const auto& [key, value] : j.items()) {
+    bool known = false;
+    for (const Field& f : fields) known = known || key == f.name;
+    if (!known) {
+      return Status::InvalidArgument("unknown field \"" + key.substr(0, 64) +
+                                     "\" (expected listen, token, libvirt_uri, migration_uri, "
+                                     "host_id, state_dir)");
+    }
+  }
+  for (const Field& f : fields) {
+    auto it = j.find(f.name);
+    if (it == j.end()) return Bad(f.name, "missing required field");
+    if (!it->is_string()) return Bad(f.name, "expected a string");
+    *f.out = it->get<std::string>();
+    if (f.out->empty()) return Bad(f.name, "must not be empty");
+  }
+
+  FERRY_TRY(CheckListen(c.listen));
+  for (char ch : c.token) {
+    if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f) {
+      return Bad("token", "contains a space or control byte (it travels in an HTTP header)");
+    }
+  }
+  FERRY_TRY(CheckUri("libvirt_uri", c.libvirt_uri));
+  FERRY_TRY(CheckUri("migration_uri", c.migration_uri));
+  if (c.host_id.size() > kMaxHostIdLength ||
+      c.host_id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                  "0123456789._-") != std::string::npos) {
+    return Bad("host_id", "\"" + c.host_id + "\" must be 1-64 characters of [A-Za-z0-9._-]");
+  }
+  if (c.state_dir[0] != '/') return Bad("state_dir", "\"" + c.state_dir + "\" is not absolute");
+  return c;
+}
+
+Result<AgentConfig> LoadAgentConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound(path + ": cannot open the config file");
+  std::string text;
+  text.resize(kMaxConfigBytes + 1);
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxConfigBytes) {
+    return Status::TooLarge(path + ": config file larger than 1 MiB");
+  }
+  return ParseAgentConfig(text).WithContext(path);
+}
+
+}  // namespace ferry::agent

@@ -1,0 +1,524 @@
+// ferry-agent's API and job registry (see agent_service.h).
+#include "agent/agent_service.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <pugixml.hpp>
+#include <sstream>
+#include <thread>
+#include <utility>
+
+namespace ferry::agent {
+
+namespace {
+
+using api::AgentJob;
+using api::AgentJobState;
+using api::HttpRequest;
+using api::HttpResponse;
+
+#ifndef FERRY_VERSION
+#define FERRY_VERSION "0.0.0"
+#endif
+
+constexpr char kRestartedMessage[] = "agent restarted during the job";
+constexpr size_t kMaxJobFileBytes = 8 << 20;
+constexpr char kJobSuffix[] = ".json";
+constexpr char kTempSuffix[] = ".tmp";
+constexpr int64_t kEventPersistMs = 1000;
+
+int64_t SystemNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Status Errno(const std::string& what) { return Status::Io(what + ": " + std::strerror(errno)); }
+
+Status WriteAll(int fd, const std::string& data, const std::string& path) {
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write " + path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+// Replaces `path` with `data` atomically and durably: temp file, fsync, rename, fsync of the
+// folder.
+Status WriteFileAtomic(const std::string& dir, const std::string& name, const std::string& data) {
+  const std::string path = dir + "/" + name;
+  const std::string tmp = path + kTempSuffix;
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Errno("create " + tmp);
+  Status s = WriteAll(fd, data, tmp);
+  if (s.ok() && ::fsync(fd) != 0) s = Errno("fsync " + tmp);
+  if (::close(fd) != 0 && s.ok()) s = Errno("close " + tmp);
+  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = Errno("rename " + tmp);
+  if (!s.ok()) {
+    ::unlink(tmp.c_str());
+    return s;
+  }
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return Errno("open " + dir);
+  if (::fsync(dfd) != 0) s = Errno("fsync " + dir);
+  ::close(dfd);
+  return s;
+}
+
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Errno("open " + path);
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      Status s = Errno("read " + path);
+      ::close(fd);
+      return s;
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > max_bytes) {
+      ::close(fd);
+      return Status::TooLarge(path + ": larger than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+bool EndsWith(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(),
+                                                suffix.data(), suffix.size()) == 0;
+}
+
+HttpResponse Reply(const Status& s) { return HttpResponse::Error(s); }
+
+template <typename T>
+HttpResponse Reply(const Result<T>& r, int status = 200) {
+  if (!r.ok()) return HttpResponse::Error(r.status());
+  return HttpResponse::Json(api::ToJson(*r), status);
+}
+
+}  // namespace
+
+// One job of the registry. `record` and `version` are guarded by AgentService::mu_.
+struct AgentService::Job {
+  api::AgentJobRecord record;
+  uint64_t version = 1;  // bumped on every change that must reach the job's file
+  int64_t events_persisted_at_ms = 0;
+  std::atomic<bool> cancel_requested{false};
+  std::thread thread;
+
+  std::mutex persist_mu;           // orders writes of the job's file
+  uint64_t persisted_version = 0;  // GUARDED_BY(persist_mu)
+};
+
+// The JobContext a runner gets: records progress and events into its job.
+class AgentService::Context final : public JobContext {
+ public:
+  Context(AgentService& service, Job& job) : service_(service), job_(job) {}
+
+  bool cancelled() const override { return job_.cancel_requested.load(); }
+
+  void Progress(const JobProgress& progress) override {
+    std::lock_guard<std::mutex> lock(service_.mu_);
+    job_.record.job.progress = progress;
+  }
+
+  // Events reach the job's file at most once per kEventPersistMs (a chatty job must not
+  // fsync per event); the next state change writes whatever is left.
+  void Event(std::string_view kind, std::string_view message) override {
+    bool write = false;
+    {
+      std::lock_guard<std::mutex> lock(service_.mu_);
+      service_.AddEventLocked(job_, kind, message);
+      const int64_t now = service_.now_ms_();
+      if (now - job_.events_persisted_at_ms >= kEventPersistMs) {
+        job_.events_persisted_at_ms = now;
+        write = true;
+      }
+    }
+    if (write) (void)service_.Persist(job_);
+  }
+
+ private:
+  AgentService& service_;
+  Job& job_;
+};
+
+AgentService::AgentService(AgentServiceOptions options)
+    : config_(std::move(options.config)),
+      runner_(std::move(options.runner)),
+      host_(std::move(options.host)),
+      now_ms_(options.now_ms ? std::move(options.now_ms) : SystemNowMs),
+      max_events_(std::max<size_t>(options.max_events, 1)),
+      log_(std::move(options.log)),
+      jobs_dir_(config_.state_dir + "/jobs"),
+      server_(config_.token) {}
+
+AgentService::~AgentService() {
+  StopServing();
+  std::vector<Job*> all;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, job] : jobs_) {
+      job->cancel_requested = true;
+      all.push_back(job.get());
+    }
+  }
+  for (Job* job : all) {
+    if (job->thread.joinable()) job->thread.join();
+  }
+}
+
+void AgentService::Log(const std::string& line) const {
+  if (log_) {
+    log_(line);
+  } else {
+    std::fprintf(stderr, "ferry-agent %s: %s\n", config_.host_id.c_str(), line.c_str());
+  }
+}
+
+Status AgentService::Start() {
+  std::error_code ec;
+  std::filesystem::create_directories(jobs_dir_, ec);
+  if (ec) return Status::Io("create " + jobs_dir_ + ": " + ec.message());
+  FERRY_TRY(LoadJobs());
+  if (host_ != nullptr) {
+    Status c = host_->Connect();
+    if (!c.ok()) Log("libvirt not reachable yet (requests will retry): " + c.ToString());
+  }
+  RegisterRoutes();
+  FERRY_TRY(server_.Start(config_.listen));
+  Log("serving /agent/v1 on " + config_.listen + " (libvirt " + config_.libvirt_uri + ")");
+  return Status::Ok();
+}
+
+int AgentService::port() const { return server_.port(); }
+
+void AgentService::StopServing() { server_.Stop(); }
+
+size_t AgentService::RunningJobs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& [id, job] : jobs_) n += job->record.job.state == AgentJobState::kRunning;
+  return n;
+}
+
+Status AgentService::LoadJobs() {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(jobs_dir_, ec);
+  if (ec) return Status::Io("list " + jobs_dir_ + ": " + ec.message());
+  std::vector<std::string> names;
+  for (const auto& entry : it) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    const std::string path = jobs_dir_ + "/" + name;
+    if (EndsWith(name, kTempSuffix)) {  // a write the last run did not finish
+      ::unlink(path.c_str());
+      continue;
+    }
+    if (!EndsWith(name, kJobSuffix)) continue;
+    Result<std::string> text = ReadSmallFile(path, kMaxJobFileBytes);
+    auto job = std::make_unique<Job>();
+    Status s = text.ok() ? api::FromJson(*text, &job->record) : text.status();
+    if (s.ok() && name != job->record.job.id + kJobSuffix) {
+      s = Status::Corrupt("holds job \"" + job->record.job.id + "\"");
+    }
+    if (!s.ok()) {
+      Log("ignoring job file " + path + ": " + s.ToString());
+      continue;
+    }
+    job->record.job.events.erase(
+        job->record.job.events.begin(),
+        job->record.job.events.end() -
+            std::min(job->record.job.events.size(), max_events_));
+    bool interrupted = job->record.job.state == AgentJobState::kRunning;
+    if (interrupted) {
+      AgentJob& j = job->record.job;
+      j.state = AgentJobState::kFailed;
+      j.error = Status::Io(kRestartedMessage);
+      j.finished_at_ms = now_ms_();
+      AddEventLocked(*job, "error", kRestartedMessage);
+      Log("job " + j.id + " (" + std::string(api::MigrationKindWireName(j.kind)) + " " + j.vm +
+          ") was running when the agent stopped: now failed");
+    }
+    Job* raw = job.get();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      jobs_[raw->record.job.id] = std::move(job);
+    }
+    if (interrupted) FERRY_TRY(Persist(*raw));
+  }
+  return Status::Ok();
+}
+
+void AgentService::AddEventLocked(Job& job, std::string_view kind, std::string_view message) {
+  std::vector<api::AgentJobEvent>& events = job.record.job.events;
+  events.push_back({now_ms_(), std::string(kind), std::string(message)});
+  if (events.size() > max_events_) {
+    events.erase(events.begin(), events.begin() + (events.size() - max_events_));
+  }
+  ++job.version;
+}
+
+Status AgentService::Persist(Job& job) {
+  std::string text;
+  uint64_t version = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    text = api::ToJson(job.record);
+    version = job.version;
+  }
+  std::lock_guard<std::mutex> lock(job.persist_mu);
+  if (version <= job.persisted_version) return Status::Ok();  // a newer state is on disk
+  Status s = WriteFileAtomic(jobs_dir_, job.record.spec.id + kJobSuffix, text);
+  if (!s.ok()) {
+    Log("cannot save job " + job.record.spec.id + ": " + s.ToString());
+    return s;
+  }
+  job.persisted_version = version;
+  return Status::Ok();
+}
+
+Status AgentService::NotFoundJob(const std::string& id) const {
+  return Status::NotFound("job " + id + " not found on " + config_.host_id);
+}
+
+Result<AgentJob> AgentService::StartJob(MigrationJobSpec spec, bool* existed) {
+  *existed = false;
+  spec.source_uri = config_.libvirt_uri;
+  if (!api::IsValidJobId(spec.id)) {
+    return Status::InvalidArgument("id: must be 1-128 characters of [A-Za-z0-9._-]");
+  }
+  Job* job = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(spec.id);
+    if (it != jobs_.end()) {
+      if (api::ToJson(it->second->record.spec) != api::ToJson(spec)) {
+        return Status::AlreadyExists("job " + spec.id + " already exists on " +
+                                     config_.host_id + " with a different spec");
+      }
+      *existed = true;
+      return it->second->record.job;
+    }
+    auto fresh = std::make_unique<Job>();
+    AgentJob& j = fresh->record.job;
+    j.id = spec.id;
+    j.kind = spec.kind;
+    j.vm = spec.vm;
+    j.state = AgentJobState::kRunning;
+    j.started_at_ms = now_ms_();
+    fresh->record.spec = spec;
+    std::string what = std::string(api::MigrationKindWireName(spec.kind)) + " " + spec.vm;
+    if (!spec.target_uri.empty()) what += " to " + spec.target_uri;
+    if (!spec.target_pool.empty()) what += " (pool " + spec.target_pool + ")";
+    AddEventLocked(*fresh, "state", "started: " + what);
+    job = fresh.get();
+    jobs_[spec.id] = std::move(fresh);
+  }
+  Status saved = Persist(*job);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!saved.ok()) {
+    jobs_.erase(spec.id);
+    return saved.WithContext("job " + spec.id + " not started");
+  }
+  Log("job " + spec.id + ": " + job->record.job.events.back().message);
+  job->thread = std::thread([this, job] { RunJob(job); });
+  return job->record.job;
+}
+
+void AgentService::RunJob(Job* job) {
+  Context ctx(*this, *job);
+  Result<JobResult> result = runner_ ? runner_(job->record.spec, ctx)
+                                     : Result<JobResult>(Status::Internal("no job runner"));
+  std::string line;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    AgentJob& j = job->record.job;
+    j.finished_at_ms = now_ms_();
+    const std::string took = " after " + std::to_string(j.finished_at_ms - j.started_at_ms) +
+                             " ms";
+    if (result.ok()) {
+      j.state = AgentJobState::kSucceeded;
+      j.result = *result;
+      AddEventLocked(*job, "state", "succeeded" + took);
+    } else if (result.status().code() == ErrorCode::kCancelled) {
+      j.state = AgentJobState::kCancelled;
+      j.error = result.status();
+      AddEventLocked(*job, "state", "cancelled" + took + ": " + result.status().message());
+    } else {
+      j.state = AgentJobState::kFailed;
+      j.error = result.status();
+      AddEventLocked(*job, "state", "failed" + took + ": " + result.status().ToString());
+    }
+    line = "job " + j.id + ": " + j.events.back().message;
+  }
+  Log(line);
+  (void)Persist(*job);
+}
+
+Result<AgentJob> AgentService::GetJob(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return NotFoundJob(id);
+  return it->second->record.job;
+}
+
+std::vector<AgentJob> AgentService::ListJobs() const {
+  std::vector<AgentJob> out;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, job] : jobs_) out.push_back(job->record.job);
+  }
+  std::stable_sort(out.begin(), out.end(), [](const AgentJob& a, const AgentJob& b) {
+    return a.started_at_ms < b.started_at_ms;
+  });
+  return out;
+}
+
+Result<AgentJob> AgentService::CancelJob(const std::string& id) {
+  Job* job = nullptr;
+  AgentJob snapshot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return NotFoundJob(id);
+    job = it->second.get();
+    if (job->record.job.state != AgentJobState::kRunning || job->cancel_requested) {
+      return job->record.job;
+    }
+    job->cancel_requested = true;
+    AddEventLocked(*job, "info", "cancel requested");
+    snapshot = job->record.job;
+  }
+  Log("job " + id + ": cancel requested");
+  (void)Persist(*job);
+  return snapshot;
+}
+
+Result<std::string> ExtractCpuXml(const std::string& domain_xml) {
+  pugi::xml_document doc;
+  pugi::xml_parse_result parsed = doc.load_buffer(domain_xml.data(), domain_xml.size());
+  if (!parsed) {
+    return Status::Corrupt(std::string("domain XML: ") + parsed.description() + " at offset " +
+                           std::to_string(parsed.offset));
+  }
+  pugi::xml_node cpu = doc.child("domain").child("cpu");
+  if (!cpu) return std::string();
+  std::ostringstream out;
+  cpu.print(out, "", pugi::format_raw);
+  return out.str();
+}
+
+void AgentService::RegisterRoutes() {
+  const std::string p = "/agent/v1";
+
+  server_.Route("GET " + p + "/health", [this](const HttpRequest&) {
+    api::AgentHealth h{config_.host_id, FERRY_VERSION, config_.libvirt_uri,
+                       config_.migration_uri};
+    return HttpResponse::Json(api::ToJson(h));
+  });
+
+  server_.Route("GET " + p + "/inventory", [this](const HttpRequest&) {
+    if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
+    Result<hypervisor::Inventory> inv = host_->Inventory();
+    if (!inv.ok()) return Reply(inv.status());
+    return HttpResponse::Json(api::ToJson(api::AgentInventory{*inv, config_.migration_uri}));
+  });
+
+  server_.Route("GET " + p + "/vms/{name}", [this](const HttpRequest& r) {
+    if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
+    return Reply(host_->GetVm(r.Param("name")));
+  });
+
+  server_.Route("GET " + p + "/vms/{name}/xml", [this](const HttpRequest& r) {
+    if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
+    const std::string& name = r.Param("name");
+    Result<std::string> xml = host_->DomainXml(name, /*inactive=*/false, /*migratable=*/true);
+    if (!xml.ok()) return Reply(xml.status());
+    Result<std::string> cpu = ExtractCpuXml(*xml);
+    if (!cpu.ok()) return Reply(cpu.status().WithContext("vm " + name));
+    return HttpResponse::Json(api::ToJson(api::VmXml{*xml, *cpu}));
+  });
+
+  server_.Route("POST " + p + "/checks/cpu", [this](const HttpRequest& r) {
+    if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
+    std::string cpu_xml;
+    Status s = api::CpuCheckRequestFromJson(r.body, &cpu_xml);
+    if (!s.ok()) return Reply(s);
+    return Reply(host_->CompareCpu(cpu_xml));
+  });
+
+  server_.Route("POST " + p + "/checks/platform", [this](const HttpRequest& r) {
+    if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
+    api::PlatformCheckRequest req;
+    Status s = api::FromJson(r.body, &req);
+    if (!s.ok()) return Reply(s);
+    Result<std::vector<std::string>> machines = host_->MachineTypes(req.arch);
+    if (!machines.ok()) return Reply(machines.status());
+    api::PlatformCheck check;
+    check.machine_ok =
+        std::find(machines->begin(), machines->end(), req.machine) != machines->end();
+    std::vector<std::string> problems;
+    if (!check.machine_ok) {
+      std::string list;
+      for (const std::string& m : *machines) list += (list.empty() ? "" : ", ") + m;
+      problems.push_back("machine type " + req.machine + " is not supported for " + req.arch +
+                         " on " + config_.host_id + " (supported: " + list + ")");
+    }
+    if (req.firmware == hypervisor::Firmware::kUefi) {
+      Result<bool> uefi = host_->SupportsUefi(req.arch, req.machine);
+      if (!uefi.ok()) return Reply(uefi.status());
+      check.firmware_ok = *uefi;
+      if (!check.firmware_ok) {
+        problems.push_back("no UEFI firmware for " + req.arch + "/" + req.machine + " on " +
+                           config_.host_id);
+      }
+    } else {
+      check.firmware_ok = true;  // BIOS comes with every x86 QEMU (SeaBIOS)
+    }
+    for (const std::string& m : problems) check.message += (check.message.empty() ? "" : "; ") + m;
+    return HttpResponse::Json(api::ToJson(check));
+  });
+
+  server_.Route("POST " + p + "/jobs", [this](const HttpRequest& r) {
+    MigrationJobSpec spec;
+    Status s = api::FromJson(r.body, &spec);
+    if (!s.ok()) return Reply(s);
+    bool existed = false;
+    Result<AgentJob> job = StartJob(std::move(spec), &existed);
+    return Reply(job, existed ? 200 : 202);
+  });
+
+  server_.Route("GET " + p + "/jobs", [this](const HttpRequest&) {
+    return HttpResponse::Json(api::ToJson(ListJobs()));
+  });
+
+  server_.Route("GET " + p + "/jobs/{id}",
+                [this](const HttpRequest& r) { return Reply(GetJob(r.Param("id"))); });
+
+  server_.Route("POST " + p + "/jobs/{id}/cancel",
+                [this](const HttpRequest& r) { return Reply(CancelJob(r.Param("id"))); });
+}
+
+}  // namespace ferry::agent

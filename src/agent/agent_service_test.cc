@@ -1,0 +1,511 @@
+// AgentService over real loopback HTTP through AgentClient, with a fake job runner and a fake
+// host: jobs (start, progress, events, success, failure, cancel, idempotent start, restart
+// reload), auth, errors naming the field, the host endpoints; and the config file's checks.
+#include "agent/agent_service.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "agent/agent_config.h"
+#include "api/agent_client.h"
+#include "api/http.h"
+
+namespace ferry::agent {
+namespace {
+
+using api::AgentClient;
+using api::AgentJob;
+using api::AgentJobState;
+using namespace std::chrono_literals;
+
+constexpr char kToken[] = "s3cret-token";
+
+// A runner whose jobs report progress and an event, then wait until the test finishes them
+// (Finish) or they are cancelled.
+class FakeRunner {
+ public:
+  Result<JobResult> Run(const MigrationJobSpec& spec, JobContext& ctx) {
+    ++calls;
+    ctx.Event("phase", "copying");
+    JobProgress p;
+    p.phase = "copying";
+    p.bytes_total = 100;
+    p.bytes_done = 10;
+    ctx.Progress(p);
+    for (int i = 0; i < spec.max_downtime_ms - 1000 && spec.max_downtime_ms > 1000; ++i) {
+      ctx.Event("info", "event " + std::to_string(i));  // max_downtime_ms > 1000: flood
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (ctx.cancelled()) return Status::Cancelled(spec.vm + " stays on the source");
+      auto it = outcomes_.find(spec.id);
+      if (it != outcomes_.end()) return it->second;
+      cv_.wait_for(lock, 5ms);
+    }
+  }
+
+  void Finish(const std::string& id, Result<JobResult> outcome) {
+    std::lock_guard<std::mutex> lock(mu_);
+    outcomes_.emplace(id, std::move(outcome));
+    cv_.notify_all();
+  }
+
+  std::atomic<int> calls{0};
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Result<JobResult>> outcomes_;
+};
+
+class FakeHost final : public HostOps {
+ public:
+  Status Connect() override { return Status::Ok(); }
+  Result<hypervisor::Inventory> Inventory() override {
+    hypervisor::Inventory inv;
+    inv.host.hostname = "host1";
+    hypervisor::VmInfo vm;
+    vm.name = "g1";
+    vm.state = hypervisor::VmState::kRunning;
+    vm.disks.push_back({.target = "vda", .pool = "nas1"});
+    inv.vms.push_back(vm);
+    inv.pools.push_back({.name = "nas1", .type = "dir", .active = true});
+    inv.networks.push_back({.name = "lab", .active = true});
+    return inv;
+  }
+  Result<hypervisor::VmInfo> GetVm(const std::string& name) override {
+    if (name != "g1") return Status::NotFound("vm " + name + " not found on host1");
+    return Inventory()->vms[0];
+  }
+  Result<std::string> DomainXml(const std::string& name, bool inactive,
+                                bool migratable) override {
+    if (inactive || !migratable) return Status::Internal("wanted the live migratable XML");
+    if (name != "g1") return Status::NotFound("vm " + name + " not found on host1");
+    return std::string(
+        "<domain type='qemu'><name>g1</name><cpu mode='custom' match='exact'>"
+        "<model fallback='forbid'>qemu64</model></cpu><devices/></domain>");
+  }
+  Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml) override {
+    last_cpu_xml = cpu_xml;
+    if (cpu_xml.find("Icelake") != std::string::npos) {
+      return hypervisor::CpuCheck{hypervisor::CpuCompatibility::kIncompatible, "no avx512"};
+    }
+    return hypervisor::CpuCheck{hypervisor::CpuCompatibility::kIdentical, ""};
+  }
+  Result<std::vector<std::string>> MachineTypes(const std::string& arch) override {
+    return std::vector<std::string>{"pc", "pc-i440fx-7.2", "q35"};
+  }
+  Result<bool> SupportsUefi(const std::string&, const std::string& machine) override {
+    return machine == "q35";
+  }
+  std::string last_cpu_xml;
+};
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/ferry-agent-test-XXXXXX";
+    const char* made = mkdtemp(tmpl);
+    path = made != nullptr ? made : "";
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
+AgentConfig TestConfig(const std::string& state_dir) {
+  AgentConfig c;
+  c.listen = "127.0.0.1:0";
+  c.token = kToken;
+  c.libvirt_uri = "qemu+tcp://127.0.0.11/system";
+  c.migration_uri = "tcp://127.0.0.11";
+  c.host_id = "host1";
+  c.state_dir = state_dir;
+  return c;
+}
+
+template <typename Pred>
+bool WaitFor(Pred pred, std::chrono::milliseconds limit = 10s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+MigrationJobSpec Spec(const std::string& id, const std::string& vm = "g1") {
+  MigrationJobSpec s;
+  s.id = id;
+  s.kind = MigrationKind::kLive;
+  s.vm = vm;
+  s.target_uri = "qemu+tcp://127.0.0.12/system";
+  s.target_migration_uri = "tcp://127.0.0.12";
+  return s;
+}
+
+class AgentServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartService(dir_.path); }
+
+  void StartService(const std::string& state_dir) {
+    AgentServiceOptions o;
+    o.config = TestConfig(state_dir);
+    o.runner = [this](const MigrationJobSpec& s, JobContext& c) { return runner_.Run(s, c); };
+    auto host = std::make_unique<FakeHost>();
+    host_ = host.get();
+    o.host = std::move(host);
+    o.max_events = 20;
+    o.log = [](const std::string&) {};
+    service_ = std::make_unique<AgentService>(std::move(o));
+    Status s = service_->Start();
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    url_ = "http://127.0.0.1:" + std::to_string(service_->port());
+    client_ = std::make_unique<AgentClient>(url_, kToken);
+  }
+
+  // Polls GetJob until the job is final.
+  AgentJob WaitFinal(const std::string& id) {
+    AgentJob last;
+    EXPECT_TRUE(WaitFor([&] {
+      auto j = client_->GetJob(id);
+      if (!j.ok()) return false;
+      last = *j;
+      return api::IsFinal(j->state);
+    })) << "job " << id << " never finished";
+    return last;
+  }
+
+  std::string JobFile(const std::string& id) const { return dir_.path + "/jobs/" + id + ".json"; }
+
+  TempDir dir_;
+  FakeRunner runner_;
+  FakeHost* host_ = nullptr;
+  std::unique_ptr<AgentService> service_;
+  std::string url_;
+  std::unique_ptr<AgentClient> client_;
+};
+
+TEST_F(AgentServiceTest, JobRunsReportsProgressAndSucceeds) {
+  auto started = client_->StartJob(Spec("m1"));
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ(started->id, "m1");
+  EXPECT_EQ(started->state, AgentJobState::kRunning);
+  EXPECT_EQ(started->vm, "g1");
+  EXPECT_GT(started->started_at_ms, 0);
+  // Persisted at once.
+  EXPECT_TRUE(std::filesystem::exists(JobFile("m1")));
+
+  ASSERT_TRUE(WaitFor([&] {
+    auto j = client_->GetJob("m1");
+    return j.ok() && j->progress.bytes_done == 10;
+  }));
+  auto running = client_->GetJob("m1");
+  ASSERT_TRUE(running.ok());
+  EXPECT_EQ(running->progress.phase, "copying");
+  EXPECT_EQ(running->progress.bytes_total, 100u);
+  ASSERT_GE(running->events.size(), 2u);
+  EXPECT_EQ(running->events[0].kind, "state");
+  EXPECT_EQ(running->events[1].kind, "phase");
+  EXPECT_EQ(running->events[1].message, "copying");
+  EXPECT_EQ(service_->RunningJobs(), 1u);
+
+  JobResult result;
+  result.total_ms = 42;
+  result.notes = {"downtime limit 300 -> 600 ms"};
+  runner_.Finish("m1", result);
+  AgentJob done = WaitFinal("m1");
+  EXPECT_EQ(done.state, AgentJobState::kSucceeded);
+  ASSERT_TRUE(done.result.has_value());
+  EXPECT_EQ(done.result->total_ms, 42);
+  EXPECT_EQ(done.result->notes, result.notes);
+  EXPECT_TRUE(done.error.ok());
+  EXPECT_GE(done.finished_at_ms, done.started_at_ms);
+
+  // The file says so too (written at the end).
+  ASSERT_TRUE(WaitFor([&] {
+    std::ifstream in(JobFile("m1"));
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    return text.find("\"state\":\"succeeded\"") != std::string::npos;
+  }));
+
+  auto list = client_->ListJobs();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].id, "m1");
+  EXPECT_EQ(runner_.calls, 1);
+}
+
+TEST_F(AgentServiceTest, FailedJobCarriesTheErrorCode) {
+  ASSERT_TRUE(client_->StartJob(Spec("f1")).ok());
+  runner_.Finish("f1", Status::Io("virDomainMigrateToURI3 g1: connection reset"));
+  AgentJob done = WaitFinal("f1");
+  EXPECT_EQ(done.state, AgentJobState::kFailed);
+  EXPECT_EQ(done.error.code(), ErrorCode::kIo);
+  EXPECT_EQ(done.error.message(), "virDomainMigrateToURI3 g1: connection reset");
+  EXPECT_FALSE(done.result.has_value());
+}
+
+TEST_F(AgentServiceTest, StartIsIdempotentForTheSameSpec) {
+  auto first = client_->StartJob(Spec("i1"));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto again = client_->StartJob(Spec("i1"));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->id, "i1");
+  EXPECT_EQ(again->started_at_ms, first->started_at_ms);
+
+  // (HttpClient hides 202 vs 200; the service's own API tells a retry apart.)
+  bool existed = false;
+  auto direct = service_->StartJob(Spec("i1"), &existed);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_TRUE(existed);
+
+  MigrationJobSpec other = Spec("i1", "g2");
+  auto clash = client_->StartJob(other);
+  ASSERT_FALSE(clash.ok());
+  EXPECT_EQ(clash.status().code(), ErrorCode::kAlreadyExists);
+  EXPECT_NE(clash.status().message().find("different spec"), std::string::npos);
+
+  runner_.Finish("i1", JobResult{});
+  WaitFinal("i1");
+  // Still the same job after it finished; the runner ran once.
+  auto after = client_->StartJob(Spec("i1"));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->state, AgentJobState::kSucceeded);
+  EXPECT_EQ(runner_.calls, 1);
+}
+
+TEST_F(AgentServiceTest, CancelStopsTheJob) {
+  ASSERT_TRUE(client_->StartJob(Spec("c1")).ok());
+  ASSERT_TRUE(WaitFor([&] { return runner_.calls == 1; }));
+  auto cancelled = client_->CancelJob("c1");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status().ToString();
+  AgentJob done = WaitFinal("c1");
+  EXPECT_EQ(done.state, AgentJobState::kCancelled);
+  EXPECT_EQ(done.error.code(), ErrorCode::kCancelled);
+  EXPECT_NE(done.error.message().find("stays on the source"), std::string::npos);
+  bool saw_request = false;
+  for (const auto& e : done.events) saw_request |= e.message == "cancel requested";
+  EXPECT_TRUE(saw_request);
+  // Cancelling a final job returns it unchanged.
+  auto again = client_->CancelJob("c1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state, AgentJobState::kCancelled);
+}
+
+TEST_F(AgentServiceTest, EventListIsCapped) {
+  MigrationJobSpec s = Spec("e1");
+  s.max_downtime_ms = 1500;  // the fake runner emits 500 events
+  ASSERT_TRUE(client_->StartJob(s).ok());
+  ASSERT_TRUE(WaitFor([&] {
+    auto j = client_->GetJob("e1");
+    return j.ok() && !j->events.empty() && j->events.back().message == "event 499";
+  }));
+  auto j = client_->GetJob("e1");
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ(j->events.size(), 20u);
+  runner_.Finish("e1", JobResult{});
+  EXPECT_EQ(WaitFinal("e1").events.size(), 20u);
+}
+
+TEST_F(AgentServiceTest, RestartMarksRunningJobsFailedAndKeepsFinishedOnes) {
+  ASSERT_TRUE(client_->StartJob(Spec("done1")).ok());
+  runner_.Finish("done1", JobResult{.total_ms = 7});
+  WaitFinal("done1");
+  ASSERT_TRUE(client_->StartJob(Spec("run1")).ok());
+  ASSERT_TRUE(WaitFor([&] { return runner_.calls == 2; }));
+
+  // What a killed agent leaves behind: copy the files while run1 is still running.
+  TempDir second;
+  std::filesystem::create_directories(second.path + "/jobs");
+  for (const char* id : {"done1", "run1"}) {
+    std::filesystem::copy_file(JobFile(id), second.path + "/jobs/" + id + ".json");
+  }
+  std::ofstream(second.path + "/jobs/junk.json") << "{not json";
+  std::ofstream(second.path + "/jobs/run1.json.tmp") << "half written";
+
+  service_.reset();  // the first agent goes away (cancels run1 in its own folder)
+  StartService(second.path);
+
+  auto run1 = client_->GetJob("run1");
+  ASSERT_TRUE(run1.ok()) << run1.status().ToString();
+  EXPECT_EQ(run1->state, AgentJobState::kFailed);
+  EXPECT_EQ(run1->error.code(), ErrorCode::kIo);
+  EXPECT_EQ(run1->error.message(), "agent restarted during the job");
+  EXPECT_GT(run1->finished_at_ms, 0);
+  auto done1 = client_->GetJob("done1");
+  ASSERT_TRUE(done1.ok());
+  EXPECT_EQ(done1->state, AgentJobState::kSucceeded);
+  ASSERT_TRUE(done1->result.has_value());
+  EXPECT_EQ(done1->result->total_ms, 7);
+  EXPECT_FALSE(std::filesystem::exists(second.path + "/jobs/run1.json.tmp"));
+  auto list = client_->ListJobs();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->size(), 2u);  // junk.json ignored
+
+  // The failure was written back: a third start reads it as failed, not as running.
+  {
+    std::ifstream in(second.path + "/jobs/run1.json");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(text.find("\"state\":\"failed\""), std::string::npos) << text;
+  }
+  // A retried start of the same spec answers the failed job (ferryd sees the outcome).
+  auto retry = client_->StartJob(Spec("run1"));
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->state, AgentJobState::kFailed);
+}
+
+TEST_F(AgentServiceTest, WrongTokenUnknownJobAndBadJson) {
+  AgentClient wrong(url_, "not-the-token");
+  auto denied = wrong.ListJobs();
+  ASSERT_FALSE(denied.ok());
+  EXPECT_EQ(denied.status().code(), ErrorCode::kPermissionDenied);
+  EXPECT_NE(denied.status().message().find("401"), std::string::npos);
+  EXPECT_FALSE(wrong.Health().ok());
+
+  auto missing = client_->GetJob("nope");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "job nope not found on host1");
+  EXPECT_EQ(client_->CancelJob("nope").status().code(), ErrorCode::kNotFound);
+
+  api::HttpClient http(url_, kToken);
+  auto bad = http.Post("/agent/v1/jobs",
+                       R"({"id":"b1","kind":"live","vm":"g1","max_downtime_ms":"300"})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(), "max_downtime_ms: expected an integer");
+  auto bad_kind = http.Post("/agent/v1/jobs", R"({"id":"b1","kind":"warp","vm":"g1"})");
+  ASSERT_FALSE(bad_kind.ok());
+  EXPECT_EQ(bad_kind.status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(bad_kind.status().message().rfind("kind: unknown value \"warp\"", 0), 0u)
+      << bad_kind.status().message();
+  auto not_json = http.Post("/agent/v1/jobs", "{\"id\":");
+  EXPECT_EQ(not_json.status().code(), ErrorCode::kInvalidArgument);
+  auto bad_check = http.Post("/agent/v1/checks/platform", R"({"arch":"x86_64","machine":"pc"})");
+  EXPECT_EQ(bad_check.status().message(), "firmware: missing required field");
+  EXPECT_EQ(runner_.calls, 0);
+}
+
+TEST_F(AgentServiceTest, HostEndpoints) {
+  auto health = client_->Health();
+  ASSERT_TRUE(health.ok()) << health.status().ToString();
+  EXPECT_EQ(health->host_id, "host1");
+  EXPECT_EQ(health->libvirt_uri, "qemu+tcp://127.0.0.11/system");
+  EXPECT_EQ(health->migration_uri, "tcp://127.0.0.11");
+  EXPECT_FALSE(health->version.empty());
+
+  auto inv = client_->Inventory();
+  ASSERT_TRUE(inv.ok()) << inv.status().ToString();
+  EXPECT_EQ(inv->migration_uri, "tcp://127.0.0.11");
+  EXPECT_EQ(inv->inventory.host.hostname, "host1");
+  ASSERT_EQ(inv->inventory.vms.size(), 1u);
+  EXPECT_EQ(inv->inventory.vms[0].disks[0].pool, "nas1");
+
+  auto vm = client_->GetVm("g1");
+  ASSERT_TRUE(vm.ok());
+  EXPECT_EQ(vm->state, hypervisor::VmState::kRunning);
+  auto no_vm = client_->GetVm("g9");
+  EXPECT_EQ(no_vm.status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(no_vm.status().message(), "vm g9 not found on host1");
+
+  auto xml = client_->GetVmXml("g1");
+  ASSERT_TRUE(xml.ok()) << xml.status().ToString();
+  EXPECT_NE(xml->xml.find("<name>g1</name>"), std::string::npos);
+  EXPECT_EQ(xml->cpu_xml,
+            "<cpu mode=\"custom\" match=\"exact\"><model fallback=\"forbid\">qemu64</model></cpu>");
+
+  auto cpu = client_->CheckCpu(xml->cpu_xml);
+  ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+  EXPECT_EQ(cpu->result, hypervisor::CpuCompatibility::kIdentical);
+  EXPECT_EQ(host_->last_cpu_xml, xml->cpu_xml);
+  auto cpu_bad = client_->CheckCpu("<cpu><model>Icelake</model></cpu>");
+  ASSERT_TRUE(cpu_bad.ok());
+  EXPECT_EQ(cpu_bad->result, hypervisor::CpuCompatibility::kIncompatible);
+  EXPECT_EQ(cpu_bad->message, "no avx512");
+
+  auto ok = client_->CheckPlatform({"x86_64", "q35", hypervisor::Firmware::kUefi});
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_TRUE(ok->machine_ok);
+  EXPECT_TRUE(ok->firmware_ok);
+  EXPECT_EQ(ok->message, "");
+  auto no = client_->CheckPlatform({"x86_64", "pc-q35-9.9", hypervisor::Firmware::kUefi});
+  ASSERT_TRUE(no.ok());
+  EXPECT_FALSE(no->machine_ok);
+  EXPECT_FALSE(no->firmware_ok);
+  EXPECT_NE(no->message.find("machine type pc-q35-9.9 is not supported"), std::string::npos)
+      << no->message;
+  EXPECT_NE(no->message.find("no UEFI firmware"), std::string::npos) << no->message;
+}
+
+TEST(AgentClientTest, UnreachableAgentIsIoNamingTheUrl) {
+  AgentClient client("http://127.0.0.1:1", kToken, {.connect_timeout_ms = 500});
+  auto r = client.Health();
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kIo);
+  EXPECT_NE(r.status().message().find("http://127.0.0.1:1"), std::string::npos)
+      << r.status().message();
+}
+
+TEST(ExtractCpuXmlTest, FindsOrMissesTheCpuElement) {
+  auto none = ExtractCpuXml("<domain><name>x</name></domain>");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, "");
+  auto broken = ExtractCpuXml("<domain><cpu>");
+  EXPECT_EQ(broken.status().code(), ErrorCode::kCorrupt);
+}
+
+TEST(AgentConfigTest, ValidatesEveryField) {
+  const std::string good =
+      R"({"listen": "127.0.0.11:7801", "token": "secret", "libvirt_uri":
+          "qemu+tcp://127.0.0.11/system", "migration_uri": "tcp://127.0.0.11",
+          "host_id": "host1", "state_dir": "/var/lib/ferry-agent"})";
+  auto c = ParseAgentConfig(good);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->listen, "127.0.0.11:7801");
+  EXPECT_EQ(c->state_dir, "/var/lib/ferry-agent");
+
+  auto expect_bad = [&](const std::string& from, const std::string& to,
+                        const std::string& message_start) {
+    std::string text = good;
+    const size_t at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    auto r = ParseAgentConfig(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(r.status().message().rfind(message_start, 0), 0u) << r.status().message();
+  };
+  expect_bad("\"listen\"", "\"lisen\"", "unknown field \"lisen\"");
+  expect_bad("127.0.0.11:7801", "127.0.0.11", "listen: \"127.0.0.11\" is not HOST:PORT");
+  expect_bad("127.0.0.11:7801", "127.0.0.11:99999", "listen: port \"99999\"");
+  expect_bad("127.0.0.11:7801", "127.0.0.11:0", "listen: port \"0\"");
+  expect_bad("\"secret\"", "\"\"", "token: must not be empty");
+  expect_bad("\"secret\"", "\"a b\"", "token: contains a space");
+  expect_bad("\"secret\"", "42", "token: expected a string");
+  expect_bad("qemu+tcp://127.0.0.11/system", "127.0.0.11", "libvirt_uri: \"127.0.0.11\" is not");
+  expect_bad("\"host1\"", "\"host/1\"", "host_id:");
+  expect_bad("/var/lib/ferry-agent", "var/lib", "state_dir: \"var/lib\" is not absolute");
+  expect_bad(", \"migration_uri\": \"tcp://127.0.0.11\"", "", "migration_uri: missing");
+
+  TempDir dir;
+  auto missing = LoadAgentConfig(dir.path + "/none.json");
+  EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
+  std::ofstream(dir.path + "/bad.json") << "{\"listen\": 5}";
+  auto bad = LoadAgentConfig(dir.path + "/bad.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), dir.path + "/bad.json: listen: expected a string");
+}
+
+}  // namespace
+}  // namespace ferry::agent

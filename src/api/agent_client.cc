@@ -1,0 +1,73 @@
+// AgentClient over HttpClient (see agent_client.h).
+#include "api/agent_client.h"
+
+#include <utility>
+
+namespace ferry::api {
+
+namespace {
+constexpr char kPrefix[] = "/agent/v1";
+}  // namespace
+
+AgentClient::AgentClient(std::string url, std::string token, HttpClientOptions options)
+    : http_(std::move(url), std::move(token), options) {}
+
+template <typename T>
+Result<T> AgentClient::Decode(Result<std::string> body, const std::string& what) const {
+  if (!body.ok()) return std::move(body).status();
+  T value{};
+  Status s = FromJson(*body, &value);
+  if (!s.ok()) return s.WithContext("agent " + url() + ": " + what + " answer");
+  return value;
+}
+
+Result<AgentHealth> AgentClient::Health() const {
+  return Decode<AgentHealth>(http_.Get(std::string(kPrefix) + "/health"), "health");
+}
+
+Result<AgentInventory> AgentClient::Inventory() const {
+  return Decode<AgentInventory>(http_.Get(std::string(kPrefix) + "/inventory"), "inventory");
+}
+
+Result<hypervisor::VmInfo> AgentClient::GetVm(const std::string& name) const {
+  return Decode<hypervisor::VmInfo>(http_.Get(std::string(kPrefix) + "/vms/" + UrlEncode(name)),
+                                    "vm " + name);
+}
+
+Result<VmXml> AgentClient::GetVmXml(const std::string& name) const {
+  return Decode<VmXml>(http_.Get(std::string(kPrefix) + "/vms/" + UrlEncode(name) + "/xml"),
+                       "vm " + name + " xml");
+}
+
+Result<hypervisor::CpuCheck> AgentClient::CheckCpu(const std::string& cpu_xml) const {
+  return Decode<hypervisor::CpuCheck>(
+      http_.Post(std::string(kPrefix) + "/checks/cpu", CpuCheckRequestJson(cpu_xml)),
+      "cpu check");
+}
+
+Result<PlatformCheck> AgentClient::CheckPlatform(const PlatformCheckRequest& request) const {
+  return Decode<PlatformCheck>(
+      http_.Post(std::string(kPrefix) + "/checks/platform", ToJson(request)), "platform check");
+}
+
+Result<AgentJob> AgentClient::StartJob(const agent::MigrationJobSpec& spec) const {
+  return Decode<AgentJob>(http_.Post(std::string(kPrefix) + "/jobs", ToJson(spec)),
+                          "start job " + spec.id);
+}
+
+Result<AgentJob> AgentClient::GetJob(const std::string& id) const {
+  return Decode<AgentJob>(http_.Get(std::string(kPrefix) + "/jobs/" + UrlEncode(id)),
+                          "job " + id);
+}
+
+Result<std::vector<AgentJob>> AgentClient::ListJobs() const {
+  return Decode<std::vector<AgentJob>>(http_.Get(std::string(kPrefix) + "/jobs"), "jobs");
+}
+
+Result<AgentJob> AgentClient::CancelJob(const std::string& id) const {
+  return Decode<AgentJob>(
+      http_.Post(std::string(kPrefix) + "/jobs/" + UrlEncode(id) + "/cancel", "{}"),
+      "cancel job " + id);
+}
+
+}  // namespace ferry::api

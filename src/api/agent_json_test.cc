@@ -1,0 +1,365 @@
+// The agent API's JSON mapping: round trips of every type, and untrusted input refused with
+// the field named.
+#include "api/agent_json.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace ferry::api {
+namespace {
+
+using agent::JobProgress;
+using agent::JobResult;
+using agent::MigrationJobSpec;
+using agent::MigrationKind;
+using hypervisor::CpuCheck;
+using hypervisor::CpuCompatibility;
+using hypervisor::Firmware;
+using hypervisor::VmInfo;
+using hypervisor::VmState;
+
+AgentInventory SampleInventory() {
+  AgentInventory a;
+  a.migration_uri = "tcp://127.0.0.11";
+  hypervisor::Inventory& inv = a.inventory;
+  inv.host.hostname = "host1";
+  inv.host.uri = "qemu+tcp://127.0.0.11/system";
+  inv.host.cpu_model = "Skylake-Client-IBRS";
+  inv.host.cpu_arch = "x86_64";
+  inv.host.cpus = 2;
+  inv.host.memory_bytes = 24ull << 30;
+  inv.host.free_memory_bytes = 20ull << 30;
+  inv.host.libvirt_version = "9.0.0";
+  inv.host.hypervisor = "qemu";
+  inv.host.domain_types = {"qemu", "kvm"};
+  VmInfo vm;
+  vm.name = "g1";
+  vm.uuid = "6b1c0a4e-8a4e-4c53-9e51-3f1e2b7c9d10";
+  vm.state = VmState::kRunning;
+  vm.persistent = true;
+  vm.vcpus = 1;
+  vm.max_vcpus = 2;
+  vm.memory_bytes = 256ull << 20;
+  vm.machine_type = "pc-i440fx-7.2";
+  vm.arch = "x86_64";
+  vm.firmware = Firmware::kUefi;
+  vm.domain_type = "qemu";
+  vm.disks.push_back({"vda", "virtio", "disk", "file", "qcow2", "/lab/nas1/g1.qcow2", "nas1",
+                      "g1.qcow2", 32ull << 20, 1ull << 20});
+  vm.nics.push_back({"52:54:00:aa:bb:cc", "virtio", "lab", "network", "br-lab"});
+  inv.vms.push_back(vm);
+  inv.vms.push_back(VmInfo{.name = "g2", .state = VmState::kShutoff});
+  inv.pools.push_back({"nas1", "dir", "/lab/nas1", 100, 40, 60, true});
+  inv.networks.push_back({"lab", true, "br-lab", "bridge"});
+  return a;
+}
+
+AgentJob SampleJob() {
+  AgentJob job;
+  job.id = "m-42";
+  job.kind = MigrationKind::kLiveVsm;
+  job.vm = "g1";
+  job.state = AgentJobState::kFailed;
+  job.progress.phase = "converging";
+  job.progress.bytes_total = 1000;
+  job.progress.bytes_done = 600;
+  job.progress.bytes_remaining = 400;
+  job.progress.rate = 50;
+  job.progress.eta_ms = -1;
+  job.progress.dirty_rate = 7;
+  job.progress.iteration = 3;
+  job.progress.downtime_limit_ms = 600;
+  job.progress.throttle_percent = 20;
+  job.progress.postcopy = true;
+  JobResult r;
+  r.total_ms = 1234;
+  r.bytes_sent = 999;
+  r.qemu_downtime_ms = 12;
+  r.guest_downtime_ms = -1;
+  r.notes = {"downtime limit 300 -> 600 ms"};
+  r.disks.push_back({"vda", "/a/g1.qcow2", "/b/g1.qcow2", true});
+  job.result = r;
+  job.error = Status::Io("virDomainMigrateToURI3 g1: connection reset");
+  job.events.push_back({1700000000000, "phase", "copying"});
+  job.events.push_back({1700000000500, "warning", "not converging"});
+  job.started_at_ms = 1700000000000;
+  job.finished_at_ms = 1700000001234;
+  return job;
+}
+
+void ExpectSameJob(const AgentJob& a, const AgentJob& b) {
+  EXPECT_EQ(ToJson(a), ToJson(b));
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_EQ(a.kind, b.kind);
+  EXPECT_EQ(a.state, b.state);
+  EXPECT_EQ(a.error, b.error);
+  EXPECT_EQ(a.progress.bytes_done, b.progress.bytes_done);
+  EXPECT_EQ(a.progress.eta_ms, b.progress.eta_ms);
+  ASSERT_EQ(a.result.has_value(), b.result.has_value());
+  if (a.result) {
+    EXPECT_EQ(a.result->notes, b.result->notes);
+    ASSERT_EQ(a.result->disks.size(), b.result->disks.size());
+  }
+  ASSERT_EQ(a.events.size(), b.events.size());
+}
+
+TEST(AgentJson, InventoryRoundTrip) {
+  const AgentInventory in = SampleInventory();
+  const std::string text = ToJson(in);
+  // The documented shape: snake-case fields, enums by name, migration_uri inside host.
+  EXPECT_NE(text.find("\"state\":\"running\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"firmware\":\"uefi\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"migration_uri\":\"tcp://127.0.0.11\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"free_memory_bytes\":"), std::string::npos) << text;
+  AgentInventory out;
+  ASSERT_TRUE(FromJson(text, &out).ok()) << FromJson(text, &out).ToString();
+  EXPECT_EQ(ToJson(out), text);
+  EXPECT_EQ(out.migration_uri, "tcp://127.0.0.11");
+  ASSERT_EQ(out.inventory.vms.size(), 2u);
+  const VmInfo& vm = out.inventory.vms[0];
+  EXPECT_EQ(vm.state, VmState::kRunning);
+  EXPECT_EQ(vm.firmware, Firmware::kUefi);
+  ASSERT_EQ(vm.disks.size(), 1u);
+  EXPECT_EQ(vm.disks[0].capacity_bytes, 32ull << 20);
+  EXPECT_EQ(vm.disks[0].pool, "nas1");
+  ASSERT_EQ(vm.nics.size(), 1u);
+  EXPECT_EQ(vm.nics[0].bridge, "br-lab");
+  EXPECT_EQ(out.inventory.vms[1].state, VmState::kShutoff);
+  EXPECT_EQ(out.inventory.host.domain_types, (std::vector<std::string>{"qemu", "kvm"}));
+  EXPECT_EQ(out.inventory.pools[0].available_bytes, 60u);
+  EXPECT_EQ(out.inventory.networks[0].forward_mode, "bridge");
+
+  // Every VM state name survives.
+  for (VmState s : {VmState::kNoState, VmState::kBlocked, VmState::kPaused, VmState::kShutdown,
+                    VmState::kCrashed, VmState::kPmSuspended, VmState::kUnknown}) {
+    VmInfo v{.name = "x", .state = s};
+    VmInfo back;
+    ASSERT_TRUE(FromJson(ToJson(v), &back).ok());
+    EXPECT_EQ(back.state, s);
+  }
+}
+
+TEST(AgentJson, JobAndSpecRoundTrip) {
+  const AgentJob job = SampleJob();
+  AgentJob back;
+  ASSERT_TRUE(FromJson(ToJson(job), &back).ok()) << FromJson(ToJson(job), &back).ToString();
+  ExpectSameJob(job, back);
+  EXPECT_EQ(back.error.code(), ErrorCode::kIo);
+
+  // A running job: result and error are null.
+  AgentJob running;
+  running.id = "r1";
+  running.vm = "g1";
+  running.started_at_ms = 5;
+  const std::string text = ToJson(running);
+  EXPECT_NE(text.find("\"result\":null"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"error\":null"), std::string::npos) << text;
+  ASSERT_TRUE(FromJson(text, &back).ok());
+  EXPECT_TRUE(back.error.ok());
+  EXPECT_FALSE(back.result.has_value());
+
+  std::vector<AgentJob> list = {job, running};
+  std::vector<AgentJob> list_back;
+  ASSERT_TRUE(FromJson(ToJson(list), &list_back).ok());
+  ASSERT_EQ(list_back.size(), 2u);
+  ExpectSameJob(list[1], list_back[1]);
+
+  MigrationJobSpec spec;
+  spec.id = "m-1";
+  spec.kind = MigrationKind::kLiveStorage;
+  spec.vm = "g1";
+  spec.source_uri = "qemu+tcp://127.0.0.11/system";
+  spec.target_pool = "nas2";
+  spec.target_format = "raw";
+  spec.max_downtime_ms = 500;
+  spec.bandwidth = 1 << 30;
+  spec.allow_postcopy = true;
+  spec.allow_auto_converge = false;
+  spec.timeout_ms = 60000;
+  MigrationJobSpec spec_back;
+  ASSERT_TRUE(FromJson(ToJson(spec), &spec_back).ok());
+  EXPECT_EQ(ToJson(spec_back), ToJson(spec));
+  EXPECT_NE(ToJson(spec).find("\"kind\":\"live-storage\""), std::string::npos);
+
+  AgentJobRecord record{spec, running};
+  record.job.id = spec.id;
+  AgentJobRecord record_back;
+  ASSERT_TRUE(FromJson(ToJson(record), &record_back).ok());
+  EXPECT_EQ(ToJson(record_back), ToJson(record));
+
+  // A minimal spec: only the required fields, defaults for the rest.
+  MigrationJobSpec minimal;
+  ASSERT_TRUE(FromJson(R"({"id":"a","kind":"quick","vm":"g1"})", &minimal).ok());
+  EXPECT_EQ(minimal.kind, MigrationKind::kQuick);
+  EXPECT_EQ(minimal.max_downtime_ms, 300);
+  EXPECT_TRUE(minimal.allow_auto_converge);
+}
+
+TEST(AgentJson, SmallTypesRoundTrip) {
+  AgentHealth h{"host1", "0.1.0", "qemu+tcp://127.0.0.11/system", "tcp://127.0.0.11"};
+  AgentHealth hb;
+  ASSERT_TRUE(FromJson(ToJson(h), &hb).ok());
+  EXPECT_EQ(ToJson(hb), ToJson(h));
+
+  for (CpuCompatibility c : {CpuCompatibility::kIdentical, CpuCompatibility::kSuperset,
+                             CpuCompatibility::kIncompatible, CpuCompatibility::kError}) {
+    CpuCheck check{c, "because"};
+    CpuCheck back;
+    ASSERT_TRUE(FromJson(ToJson(check), &back).ok()) << ToJson(check);
+    EXPECT_EQ(back.result, c);
+    EXPECT_EQ(back.message, "because");
+  }
+  EXPECT_NE(ToJson(CpuCheck{CpuCompatibility::kSuperset, ""}).find("\"compatible\":true"),
+            std::string::npos);
+
+  PlatformCheckRequest req{"x86_64", "q35", Firmware::kUefi};
+  PlatformCheckRequest req_back;
+  ASSERT_TRUE(FromJson(ToJson(req), &req_back).ok());
+  EXPECT_EQ(req_back.firmware, Firmware::kUefi);
+  PlatformCheck pc{true, false, "no OVMF"};
+  PlatformCheck pc_back;
+  ASSERT_TRUE(FromJson(ToJson(pc), &pc_back).ok());
+  EXPECT_FALSE(pc_back.firmware_ok);
+  EXPECT_TRUE(pc_back.machine_ok);
+
+  VmXml x{"<domain/>", "<cpu mode='custom'/>"};
+  VmXml xb;
+  ASSERT_TRUE(FromJson(ToJson(x), &xb).ok());
+  EXPECT_EQ(xb.cpu_xml, x.cpu_xml);
+
+  std::string cpu;
+  ASSERT_TRUE(CpuCheckRequestFromJson(CpuCheckRequestJson("<cpu/>"), &cpu).ok());
+  EXPECT_EQ(cpu, "<cpu/>");
+}
+
+// Asserts that parsing fails with kInvalidArgument and the message starts with `field: ` and
+// contains `what`.
+template <typename T>
+void ExpectBad(const std::string& json, const std::string& field, const std::string& what) {
+  T out{};
+  Status s = FromJson(json, &out);
+  ASSERT_FALSE(s.ok()) << json;
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << s.ToString();
+  EXPECT_EQ(s.message().rfind(field + ": ", 0), 0u) << s.message();
+  EXPECT_NE(s.message().find(what), std::string::npos) << s.message();
+}
+
+TEST(AgentJson, BadInputNamesTheField) {
+  // Wrong types, deep in a list.
+  std::vector<AgentJob> jobs = {SampleJob(), SampleJob(), SampleJob()};
+  std::string text = ToJson(jobs);
+  const std::string good = "\"bytes_done\":600";
+  size_t third = text.rfind(good);
+  ASSERT_NE(third, std::string::npos);
+  std::string bad = text;
+  bad.replace(third, good.size(), "\"bytes_done\":\"600\"");
+  ExpectBad<std::vector<AgentJob>>(bad, "jobs[2].progress.bytes_done",
+                                   "expected an unsigned integer");
+  bad = text;
+  bad.replace(third, good.size(), "\"bytes_done\":-1");
+  ExpectBad<std::vector<AgentJob>>(bad, "jobs[2].progress.bytes_done",
+                                   "expected an unsigned integer");
+  bad = text;
+  bad.replace(third, good.size(), "\"bytes_done\":1.5");
+  ExpectBad<std::vector<AgentJob>>(bad, "jobs[2].progress.bytes_done",
+                                   "expected an unsigned integer");
+  bad = text;
+  bad.replace(third, good.size(), "\"bytes_done\":1e30");
+  ExpectBad<std::vector<AgentJob>>(bad, "jobs[2].progress.bytes_done",
+                                   "expected an unsigned integer");
+
+  // Missing required fields.
+  ExpectBad<MigrationJobSpec>(R"({"kind":"live","vm":"g1"})", "id", "missing required field");
+  ExpectBad<MigrationJobSpec>(R"({"id":"a","vm":"g1"})", "kind", "missing required field");
+  ExpectBad<AgentInventory>(R"({"vms":[]})", "host", "missing required field");
+  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running"},
+                                {"name":"b"}]})",
+                            "vms[1].state", "missing required field");
+  ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","started_at_ms":1})", "state",
+                      "missing required field");
+
+  // Unknown enum names.
+  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"teleport","vm":"g1"})", "kind",
+                              "unknown value \"teleport\"");
+  ExpectBad<AgentInventory>(
+      R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running","firmware":"coreboot"}]})",
+      "vms[0].firmware", "unknown value");
+  ExpectBad<AgentJob>(
+      R"({"id":"a","kind":"live","vm":"g","state":"exploded","started_at_ms":1})", "state",
+      "unknown value");
+  ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"failed","started_at_ms":1,
+                          "error":{"code":"oops","message":"x"}})",
+                      "error.code", "unknown error code");
+  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"live","vm":"g1","target_format":"vmdk"})",
+                              "target_format", "unknown value");
+
+  // Negative or absurd numbers.
+  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"live","vm":"g1","max_downtime_ms":-5})",
+                              "max_downtime_ms", "out of range");
+  ExpectBad<MigrationJobSpec>(
+      R"({"id":"a","kind":"live","vm":"g1","timeout_ms":18446744073709551615})", "timeout_ms",
+      "out of range");
+  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"live","vm":"g1","bandwidth":-1})",
+                              "bandwidth", "expected an unsigned integer");
+  ExpectBad<JobProgress>(R"({"throttle_percent":101})", "throttle_percent", "out of range");
+  ExpectBad<JobProgress>(R"({"eta_ms":-2})", "eta_ms", "out of range");
+  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h","cpus":-1}})", "host.cpus",
+                            "out of range");
+  ExpectBad<AgentInventory>(
+      R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running","vcpus":99999999}]})",
+      "vms[0].vcpus", "out of range");
+  ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"running",
+                          "started_at_ms":99999999999999999})",
+                      "started_at_ms", "out of range");
+
+  // Ids that would escape the jobs folder.
+  ExpectBad<MigrationJobSpec>(R"({"id":"../x","kind":"live","vm":"g1"})", "id", "must be");
+  ExpectBad<MigrationJobSpec>(R"({"id":".hidden","kind":"live","vm":"g1"})", "id", "must be");
+  ExpectBad<MigrationJobSpec>(R"({"id":"","kind":"live","vm":"g1"})", "id", "must be");
+
+  // Wrong structure.
+  ExpectBad<MigrationJobSpec>("[1,2]", "(document)", "expected a JSON object");
+  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h"},"vms":{}})", "vms", "expected an array");
+  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running",
+                                "disks":[{"target":"vda"},7]}]})",
+                            "vms[0].disks[1]", "expected an object");
+  ExpectBad<CpuCheck>(R"({"compatible":true,"result":"incompatible"})", "compatible",
+                      "contradicts");
+  ExpectBad<AgentJobRecord>(R"({"version":2,"spec":{},"job":{}})", "version", "unsupported");
+  ExpectBad<PlatformCheckRequest>(R"({"arch":"x86_64","machine":"","firmware":"bios"})",
+                                  "machine", "must not be empty");
+
+  // Too many events, too deep, not JSON at all.
+  std::string events = "[";
+  for (size_t i = 0; i <= kMaxJobEvents; ++i) {
+    events += std::string(i ? "," : "") + R"({"at_ms":1,"kind":"info","message":""})";
+  }
+  events += "]";
+  ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"running","started_at_ms":1,
+                          "events":)" + events + "}",
+                      "events", "too many items");
+  ExpectBad<JobProgress>(std::string(100, '[') + std::string(100, ']'), "(document)",
+                         "nested deeper");
+  JobProgress p;
+  Status s = FromJson("{\"phase\": ", &p);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("not valid JSON"), std::string::npos) << s.message();
+}
+
+TEST(AgentJson, JobIdsAndKindNames) {
+  EXPECT_TRUE(IsValidJobId("m-1_2.3"));
+  EXPECT_FALSE(IsValidJobId("a/b"));
+  EXPECT_FALSE(IsValidJobId(std::string(129, 'a')));
+  for (MigrationKind k : {MigrationKind::kLive, MigrationKind::kLiveStorage,
+                          MigrationKind::kLiveVsm, MigrationKind::kQuick,
+                          MigrationKind::kReregister}) {
+    auto back = MigrationKindFromWireName(MigrationKindWireName(k));
+    ASSERT_TRUE(back.ok());
+    EXPECT_EQ(*back, k);
+  }
+  EXPECT_FALSE(MigrationKindFromWireName("LIVE").ok());
+}
+
+}  // namespace
+}  // namespace ferry::api
