@@ -40,8 +40,8 @@ void AddServerOptions(CLI::App* cmd, ServerArgs* args) {
 
 Result<Connection> ResolveConnection(const ServerArgs& global, const ServerArgs& local) {
   Connection c;
-  FERRY_ASSIGN_OR_RETURN(c.mode, ParseOutputMode(FirstSet(local.output, global.output, nullptr,
-                                                           "table")));
+  FERRY_ASSIGN_OR_RETURN(c.mode,
+                         ParseOutputMode(FirstSet(local.output, global.output, nullptr, "table")));
   c.server = FirstSet(local.server, global.server, "FERRY_SERVER", kDefaultServer);
   c.token = FirstSet(local.token, global.token, "FERRY_TOKEN", "");
   const bool http = c.server.rfind("http://", 0) == 0 || c.server.rfind("https://", 0) == 0;
@@ -52,8 +52,7 @@ Result<Connection> ResolveConnection(const ServerArgs& global, const ServerArgs&
   return c;
 }
 
-ApiClient::ApiClient(const Connection& connection)
-    : client_(connection.server, connection.token) {}
+ApiClient::ApiClient(const Connection& connection) : client_(connection.server, connection.token) {}
 
 Result<std::string> ApiClient::Get(const std::string& path) const {
   return Call("GET", path, "", nullptr);

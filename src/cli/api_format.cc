@@ -150,8 +150,7 @@ std::string FormatRoute(const MigrationRecord& m) {
   return source + " → " + Printable(m.target);
 }
 
-std::string FormatMigrationsTable(const std::vector<MigrationRecord>& migrations,
-                                  int64_t now_ms) {
+std::string FormatMigrationsTable(const std::vector<MigrationRecord>& migrations, int64_t now_ms) {
   std::vector<std::vector<std::string>> rows;
   for (const MigrationRecord& m : migrations) {
     std::optional<double> pct = PercentOf(m);
@@ -170,8 +169,8 @@ std::string FormatEventLine(const EventRecord& e) {
 
 std::string FormatProgressLine(const MigrationRecord& m) {
   const ProgressRecord& p = m.progress;
-  std::string line = Printable(m.vm) + " " + (Phase(m).empty() ? Printable(m.state)
-                                                               : Printable(Phase(m)));
+  std::string line =
+      Printable(m.vm) + " " + (Phase(m).empty() ? Printable(m.state) : Printable(Phase(m)));
   if (std::optional<double> pct = PercentOf(m)) line += " " + Percent(*pct);
   if (p.bytes_total > 0) {
     line += "  " + FormatBytes(p.bytes_done) + " / " + FormatBytes(p.bytes_total);
@@ -203,8 +202,8 @@ std::string FormatMigrationDetails(const MigrationRecord& m, const std::vector<E
                                    int64_t now_ms) {
   std::vector<std::pair<std::string, std::string>> rows;
   rows.emplace_back("id", Printable(m.id));
-  rows.emplace_back("vm", Printable(m.vm) + (m.vm_uuid.empty() ? "" : " (" + Printable(m.vm_uuid) +
-                                                                      ")"));
+  rows.emplace_back("vm",
+                    Printable(m.vm) + (m.vm_uuid.empty() ? "" : " (" + Printable(m.vm_uuid) + ")"));
   rows.emplace_back("type", Printable(m.type));
   rows.emplace_back("route", FormatRoute(m));
   rows.emplace_back("state", Printable(m.state));
@@ -222,11 +221,10 @@ std::string FormatMigrationDetails(const MigrationRecord& m, const std::vector<E
     rows.emplace_back("total time", FormatMillis(r.total_ms));
     rows.emplace_back("QEMU downtime",
                       r.qemu_downtime_ms >= 0 ? FormatMillis(r.qemu_downtime_ms) : "n/a");
-    rows.emplace_back("guest downtime", r.guest_downtime_ms >= 0
-                                            ? FormatMillis(r.guest_downtime_ms)
-                                            : "not measured");
-    rows.emplace_back("bytes sent", FormatBytes(r.bytes_sent) + " (" +
-                                        std::to_string(r.bytes_sent) + " bytes)");
+    rows.emplace_back("guest downtime", r.guest_downtime_ms >= 0 ? FormatMillis(r.guest_downtime_ms)
+                                                                 : "not measured");
+    rows.emplace_back("bytes sent",
+                      FormatBytes(r.bytes_sent) + " (" + std::to_string(r.bytes_sent) + " bytes)");
     for (const std::string& note : r.notes) rows.emplace_back("note", Printable(note));
   }
   if (m.error) {
@@ -275,8 +273,10 @@ Status CheckMigrationType(std::string_view type) {
   for (std::string_view t : {"auto", "live", "live-storage", "live-vsm", "quick", "reregister"}) {
     if (t == type) return Status::Ok();
   }
-  return Status::InvalidArgument("--type must be auto, live, live-storage, live-vsm, quick or "
-                                 "reregister, not '" + Printable(type) + "'");
+  return Status::InvalidArgument(
+      "--type must be auto, live, live-storage, live-vsm, quick or "
+      "reregister, not '" +
+      Printable(type) + "'");
 }
 
 }  // namespace ferry::cli

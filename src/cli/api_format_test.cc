@@ -61,11 +61,12 @@ TEST(ApiFormatTest, HostsAndVmsTables) {
   down.status = "down";
   std::string t = FormatHostsTable({h, down});
   EXPECT_NE(t.find("ID     NAME    CLUSTER  STATUS  CPU MODEL  FREE MEMORY  VMS"),
-            std::string::npos) << t;
-  EXPECT_NE(t.find("host1  Host 1  lab      up      Skylake    4.00 GiB     3"),
-            std::string::npos) << t;
-  EXPECT_NE(t.find("host2  -       -        down    -          -            0"),
-            std::string::npos) << t;
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("host1  Host 1  lab      up      Skylake    4.00 GiB     3"), std::string::npos)
+      << t;
+  EXPECT_NE(t.find("host2  -       -        down    -          -            0"), std::string::npos)
+      << t;
 
   VmRecord v;
   v.host = "host1";
@@ -79,14 +80,16 @@ TEST(ApiFormatTest, HostsAndVmsTables) {
   v.disks[1].capacity_bytes = 20ull << 30;
   t = FormatVmsTable({v});
   EXPECT_NE(t.find("host1  g1    running  2      256.00 MiB  2 / 30.00 GiB  uefi"),
-            std::string::npos) << t;
+            std::string::npos)
+      << t;
 }
 
 TEST(ApiFormatTest, MigrationsTableAndDetails) {
   MigrationRecord m = Running();
   std::string t = FormatMigrationsTable({m}, 1'000'000 + 90'000);
   EXPECT_NE(t.find("m1  g1  live  host1 → host2  running  converging  50.0%  1m"),
-            std::string::npos) << t;
+            std::string::npos)
+      << t;
   MigrationRecord storage = m;
   storage.type = "live-storage";
   storage.target = "";
@@ -94,8 +97,11 @@ TEST(ApiFormatTest, MigrationsTableAndDetails) {
 
   MigrationRecord done = m;
   done.state = "completed";
-  done.result = ResultRecord{.total_ms = 4200, .bytes_sent = 1ull << 30, .qemu_downtime_ms = 35,
-                             .guest_downtime_ms = 120, .notes = {"downtime 300 -> 600 ms"}};
+  done.result = ResultRecord{.total_ms = 4200,
+                             .bytes_sent = 1ull << 30,
+                             .qemu_downtime_ms = 35,
+                             .guest_downtime_ms = 120,
+                             .notes = {"downtime 300 -> 600 ms"}};
   EventRecord e;
   e.seq = 1;
   e.kind = "state";

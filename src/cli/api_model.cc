@@ -27,9 +27,7 @@ class Reader {
     }
   }
 
-  std::string Path(const std::string& key) const {
-    return path_.empty() ? key : path_ + "." + key;
-  }
+  std::string Path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
 
   // Null or absent: nullptr (an error if required).
   const Json* Field(const std::string& key, bool required) {
@@ -171,9 +169,8 @@ Result<Json> ParseBody(const std::string& body) {
 }
 
 constexpr std::string_view kHostStatuses[] = {"up", "down"};
-constexpr std::string_view kMigrationStates[] = {"pending",    "validating", "queued",
-                                                 "running",    "cancelling", "completed",
-                                                 "failed",     "cancelled"};
+constexpr std::string_view kMigrationStates[] = {"pending",    "validating", "queued", "running",
+                                                 "cancelling", "completed",  "failed", "cancelled"};
 
 HostRecord ReadHost(const Json& j, const std::string& path, Status* error) {
   HostRecord h;

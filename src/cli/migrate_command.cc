@@ -57,13 +57,14 @@ Result<MigrationRequest> BuildRequest(const MigrateArgs& a) {
 // A refused validation: the checks that failed, then the error; exit 10.
 int ReportValidationFailure(OutputMode mode, const Status& status, const CallFailure& failure) {
   if (mode == OutputMode::kJson) {
-    std::printf("%s\n",
-                JsonObject({{"error", JsonObject({{"code", JsonString(std::string(
-                                                               api::ErrorCodeWireName(
-                                                                   status.code())))},
-                                                  {"message", JsonString(status.message())},
-                                                  {"details", failure.details_json}})}})
-                    .c_str());
+    std::printf(
+        "%s\n",
+        JsonObject(
+            {{"error",
+              JsonObject({{"code", JsonString(std::string(api::ErrorCodeWireName(status.code())))},
+                          {"message", JsonString(status.message())},
+                          {"details", failure.details_json}})}})
+            .c_str());
   } else {
     std::printf("%s", FormatChecks(failure.checks, /*all=*/false).c_str());
     std::fprintf(stderr, "ferry %s: validation failed, nothing was started: %s\n", kCommand,
@@ -129,8 +130,8 @@ int RunMigrate(const ServerArgs& global, const MigrateArgs& a) {
   for (const MigrationRecord& m : *created) {
     ids.push_back(m.id);
     items.push_back(m.json);
-    rows.push_back({Printable(m.id), Printable(m.vm), Printable(m.type), FormatRoute(m),
-                    Printable(m.state)});
+    rows.push_back(
+        {Printable(m.id), Printable(m.vm), Printable(m.type), FormatRoute(m), Printable(m.state)});
   }
   if (mode == OutputMode::kJson) {
     std::printf("%s\n", JsonObject({{"migrations", JsonArray(items)}}).c_str());

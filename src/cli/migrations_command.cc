@@ -54,9 +54,9 @@ int RunShow(const ServerArgs& global, const MigrationsArgs& a) {
   if (conn->mode == OutputMode::kJson) {
     std::vector<std::string> items;
     for (const EventRecord& e : *events) items.push_back(e.json);
-    std::printf("%s\n",
-                PrettyJson(JsonObject({{"migration", m->json}, {"events", JsonArray(items)}}))
-                    .c_str());
+    std::printf(
+        "%s\n",
+        PrettyJson(JsonObject({{"migration", m->json}, {"events", JsonArray(items)}})).c_str());
   } else {
     std::printf("%s", FormatMigrationDetails(*m, *events, WallClockMs()).c_str());
   }

@@ -124,9 +124,9 @@ Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, Ou
   std::vector<MigrationRecord> finals;
   for (Watched& w : watched) {
     if (mode == OutputMode::kJson) {
-      std::printf("%s\n",
-                  JsonObject({{"type", JsonString("final")}, {"migration", w.record.json}})
-                      .c_str());
+      std::printf(
+          "%s\n",
+          JsonObject({{"type", JsonString("final")}, {"migration", w.record.json}}).c_str());
     } else {
       std::printf("%s (%s): %s\n", Printable(w.record.id).c_str(), Printable(w.record.vm).c_str(),
                   FormatOutcome(w.record).c_str());
