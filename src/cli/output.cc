@@ -3,12 +3,14 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "api/errors.h"
+
 namespace ferry::cli {
 
 int ReportError(OutputMode mode, const std::string& command, const Status& status) {
   if (mode == OutputMode::kJson) {
     nlohmann::json j = {{"error",
-                         {{"code", std::string(ErrorCodeName(status.code()))},
+                         {{"code", std::string(api::ErrorCodeWireName(status.code()))},
                           {"message", status.message()}}}};
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -18,9 +20,9 @@ int ReportError(OutputMode mode, const std::string& command, const Status& statu
 }
 
 Result<OutputMode> ParseOutputMode(const std::string& text) {
-  if (text == "text") return OutputMode::kText;
+  if (text == "text" || text == "table") return OutputMode::kText;
   if (text == "json") return OutputMode::kJson;
-  return Status::InvalidArgument("--output must be text or json, not '" + text + "'");
+  return Status::InvalidArgument("--output must be table (or text) or json, not '" + text + "'");
 }
 
 }  // namespace ferry::cli

@@ -9,8 +9,8 @@
 
 namespace ferry::cli {
 
-// Prints the error (text: "ferry COMMAND: CODE: message"; json: {"error":{...}}) and returns
-// the exit code for it.
+// Prints the error (text: "ferry COMMAND: CODE: message"; json: {"error":{"code","message"}}
+// with the code's wire name, as ferryd sends it: "not_found") and returns its exit code.
 int ReportError(OutputMode mode, const std::string& command, const Status& status);
 
 Result<OutputMode> ParseOutputMode(const std::string& text);

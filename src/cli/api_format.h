@@ -1,0 +1,62 @@
+// Text output of the management commands: tables, details, the watch progress line, check
+// lists, and the parsing of the commands' own option values. Strings from the server are made
+// printable (control characters replaced) before they reach the terminal.
+//
+// Thread-safety: pure functions.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli/api_model.h"
+#include "common/status.h"
+
+namespace ferry::cli {
+
+// Columns padded to their widest cell (display width counts UTF-8 characters), two spaces
+// apart, a header row first; no trailing spaces. Each line ends with '\n'.
+std::string FormatTable(const std::vector<std::string>& header,
+                        const std::vector<std::vector<std::string>>& rows);
+
+// Control characters (and DEL) become '?', so a server cannot drive the terminal.
+std::string Printable(std::string_view text);
+
+// "45s", "12m", "3h", "5d" (negative or unknown: "-").
+std::string FormatAge(int64_t ms);
+// "850 ms", "4.2 s", "2m05s".
+std::string FormatMillis(int64_t ms);
+// "12.00 MiB/s".
+std::string FormatRate(uint64_t bytes_per_second);
+
+std::string FormatHostsTable(const std::vector<HostRecord>& hosts);
+std::string FormatVmsTable(const std::vector<VmRecord>& vms);
+// now_ms: the current wall-clock time in ms since the epoch (ages are relative to it).
+std::string FormatMigrationsTable(const std::vector<MigrationRecord>& migrations, int64_t now_ms);
+// "host1 → host2" (a missing side: "?"; live-storage without a target: "host1").
+std::string FormatRoute(const MigrationRecord& m);
+// The `ferry migration ID` page.
+std::string FormatMigrationDetails(const MigrationRecord& m, const std::vector<EventRecord>& events,
+                                   int64_t now_ms);
+// One line: "12:00:01.250  phase      converging to 300 ms".
+std::string FormatEventLine(const EventRecord& e);
+// "g1 converging 45.0%  512.00 MiB / 1.00 GiB  20.00 MiB/s  ETA 0:25  dirty 3.00 MiB/s
+// downtime ≤ 300 ms".
+std::string FormatProgressLine(const MigrationRecord& m);
+// "completed in 4.2 s, QEMU downtime 35 ms, guest downtime 120 ms, 1.02 GiB sent".
+std::string FormatOutcome(const MigrationRecord& m);
+// "✗ cpu_compatible: ..." per check; only the failed ones unless all = true (then ✓ too).
+std::string FormatChecks(const std::vector<CheckRecord>& checks, bool all);
+
+// The process exit status for a migration that ended: 0 completed, ExitCodeFor(its error
+// code) failed (kInternal when the code is unknown or absent), ExitCodeFor(kCancelled)
+// cancelled. REQUIRES: m.IsFinal().
+int ExitCodeForOutcome(const MigrationRecord& m);
+
+// --bandwidth: "100M", "1G", "500K/s", "0" (bytes per second, binary multiples).
+Result<uint64_t> ParseBandwidth(std::string_view text);
+// --type: auto|live|live-storage|live-vsm|quick|reregister.
+Status CheckMigrationType(std::string_view type);
+
+}  // namespace ferry::cli

@@ -1,0 +1,161 @@
+// Text output of the management commands and the parsing of their option values.
+#include "cli/api_format.h"
+
+#include <gtest/gtest.h>
+
+namespace ferry::cli {
+namespace {
+
+MigrationRecord Running() {
+  MigrationRecord m;
+  m.id = "m1";
+  m.vm = "g1";
+  m.source = "host1";
+  m.target = "host2";
+  m.type = "live";
+  m.state = "running";
+  m.phase = "converging";
+  m.progress.bytes_total = 1ull << 30;
+  m.progress.bytes_done = 512ull << 20;
+  m.progress.rate = 20ull << 20;
+  m.progress.eta_ms = 25'000;
+  m.progress.dirty_rate = 3ull << 20;
+  m.progress.downtime_limit_ms = 300;
+  m.progress.iteration = 2;
+  m.created_at_ms = 1'000'000;
+  return m;
+}
+
+TEST(ApiFormatTest, TableAlignsColumnsByCharacters) {
+  std::string t = FormatTable({"A", "ROUTE", "Z"}, {{"x", "h1 → h2", "1"}, {"long", "-", "22"}});
+  EXPECT_EQ(t,
+            "A     ROUTE    Z\n"
+            "x     h1 → h2  1\n"
+            "long  -        22\n");
+}
+
+TEST(ApiFormatTest, TimesAndSizes) {
+  EXPECT_EQ(FormatAge(59'999), "59s");
+  EXPECT_EQ(FormatAge(61'000), "1m");
+  EXPECT_EQ(FormatAge(2 * 3'600'000), "2h");
+  EXPECT_EQ(FormatAge(3 * 86'400'000LL), "3d");
+  EXPECT_EQ(FormatAge(-1), "-");
+  EXPECT_EQ(FormatMillis(35), "35 ms");
+  EXPECT_EQ(FormatMillis(4'200), "4.2 s");
+  EXPECT_EQ(FormatMillis(125'000), "2m05s");
+  EXPECT_EQ(FormatRate(20ull << 20), "20.00 MiB/s");
+}
+
+TEST(ApiFormatTest, HostsAndVmsTables) {
+  HostRecord h;
+  h.id = "host1";
+  h.name = "Host 1";
+  h.cluster = "lab";
+  h.status = "up";
+  h.has_facts = true;
+  h.facts.cpu_model = "Skylake";
+  h.facts.free_memory_bytes = 4ull << 30;
+  h.vm_count = 3;
+  HostRecord down;
+  down.id = "host2";
+  down.status = "down";
+  std::string t = FormatHostsTable({h, down});
+  EXPECT_NE(t.find("ID     NAME    CLUSTER  STATUS  CPU MODEL  FREE MEMORY  VMS"),
+            std::string::npos)
+      << t;
+  EXPECT_NE(t.find("host1  Host 1  lab      up      Skylake    4.00 GiB     3"), std::string::npos)
+      << t;
+  EXPECT_NE(t.find("host2  -       -        down    -          -            0"), std::string::npos)
+      << t;
+
+  VmRecord v;
+  v.host = "host1";
+  v.name = "g1";
+  v.state = "running";
+  v.vcpus = 2;
+  v.memory_bytes = 256ull << 20;
+  v.firmware = "uefi";
+  v.disks.resize(2);
+  v.disks[0].capacity_bytes = 10ull << 30;
+  v.disks[1].capacity_bytes = 20ull << 30;
+  t = FormatVmsTable({v});
+  EXPECT_NE(t.find("host1  g1    running  2      256.00 MiB  2 / 30.00 GiB  uefi"),
+            std::string::npos)
+      << t;
+}
+
+TEST(ApiFormatTest, MigrationsTableAndDetails) {
+  MigrationRecord m = Running();
+  std::string t = FormatMigrationsTable({m}, 1'000'000 + 90'000);
+  EXPECT_NE(t.find("m1  g1  live  host1 → host2  running  converging  50.0%  1m"),
+            std::string::npos)
+      << t;
+  MigrationRecord storage = m;
+  storage.type = "live-storage";
+  storage.target = "";
+  EXPECT_EQ(FormatRoute(storage), "host1");
+
+  MigrationRecord done = m;
+  done.state = "completed";
+  done.result = ResultRecord{.total_ms = 4200,
+                             .bytes_sent = 1ull << 30,
+                             .qemu_downtime_ms = 35,
+                             .guest_downtime_ms = 120,
+                             .notes = {"downtime 300 -> 600 ms"}};
+  EventRecord e;
+  e.seq = 1;
+  e.kind = "state";
+  e.message = "running";
+  std::string d = FormatMigrationDetails(done, {e}, 2'000'000);
+  EXPECT_NE(d.find("total time:     4.2 s"), std::string::npos) << d;
+  EXPECT_NE(d.find("QEMU downtime:  35 ms"), std::string::npos) << d;
+  EXPECT_NE(d.find("guest downtime: 120 ms"), std::string::npos) << d;
+  EXPECT_NE(d.find("bytes sent:     1.00 GiB (1073741824 bytes)"), std::string::npos) << d;
+  EXPECT_NE(d.find("note:           downtime 300 -> 600 ms"), std::string::npos) << d;
+  EXPECT_NE(d.find("state     running"), std::string::npos) << d;
+  EXPECT_EQ(FormatOutcome(done),
+            "completed in 4.2 s, QEMU downtime 35 ms, guest downtime 120 ms, 1.00 GiB sent");
+}
+
+TEST(ApiFormatTest, ProgressLineHasEveryFigure) {
+  std::string line = FormatProgressLine(Running());
+  EXPECT_EQ(line,
+            "g1 converging 50.0%  512.00 MiB / 1.00 GiB  20.00 MiB/s  ETA 0:25  "
+            "dirty 3.00 MiB/s  downtime ≤ 300 ms  pass 2");
+}
+
+TEST(ApiFormatTest, ChecksAndExitCodes) {
+  std::vector<CheckRecord> checks = {{"", "memory", true, "enough"},
+                                     {"g1", "cpu_compatible", false, "host2 lacks avx512"}};
+  EXPECT_EQ(FormatChecks(checks, false), "✗ g1: cpu_compatible: host2 lacks avx512\n");
+  EXPECT_EQ(FormatChecks(checks, true),
+            "✓ memory: enough\n✗ g1: cpu_compatible: host2 lacks avx512\n");
+
+  MigrationRecord m = Running();
+  m.state = "completed";
+  EXPECT_EQ(ExitCodeForOutcome(m), 0);
+  m.state = "cancelled";
+  EXPECT_EQ(ExitCodeForOutcome(m), ExitCodeFor(ErrorCode::kCancelled));
+  m.state = "failed";
+  m.error = ErrorRecord{"io", "agent restarted during the job"};
+  EXPECT_EQ(ExitCodeForOutcome(m), ExitCodeFor(ErrorCode::kIo));
+  m.error = ErrorRecord{"something_new", "?"};
+  EXPECT_EQ(ExitCodeForOutcome(m), ExitCodeFor(ErrorCode::kInternal));
+  m.error.reset();
+  EXPECT_EQ(ExitCodeForOutcome(m), ExitCodeFor(ErrorCode::kInternal));
+}
+
+TEST(ApiFormatTest, OptionValues) {
+  EXPECT_EQ(*ParseBandwidth("100M"), 100ull << 20);
+  EXPECT_EQ(*ParseBandwidth("1G/s"), 1ull << 30);
+  EXPECT_EQ(*ParseBandwidth("0"), 0u);
+  auto bad = ParseBandwidth("fast");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--bandwidth"), std::string::npos);
+  EXPECT_TRUE(CheckMigrationType("live-vsm").ok());
+  EXPECT_EQ(CheckMigrationType("teleport").code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(Printable("a\x1b[2Jb\n"), "a?[2Jb?");
+}
+
+}  // namespace
+}  // namespace ferry::cli

@@ -1,0 +1,45 @@
+// Following migrations until they end: `ferry watch`, `ferry migrate --wait`,
+// `ferry cancel --wait`. Polls ferryd every 500 ms (the migration, then its events after the
+// last seen seq) and shows what changed:
+//   text: new events on stdout as they arrive (prefixed "[vm] " when several are watched),
+//         a progress line on stderr when stderr is a terminal, and one outcome line per
+//         migration at the end;
+//   json: per poll and migration one line {"type":"poll","migration":M,"events":[new]}, and at
+//         the end per migration {"type":"final","migration":M} (M = ferryd's record as sent).
+// A poll that cannot reach ferryd is retried for up to 15 s before the watch gives up (kIo).
+//
+// Thread-safety: blocks the calling thread; one watch per thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cli/api_client.h"
+#include "cli/api_model.h"
+#include "common/clock.h"
+
+namespace ferry::cli {
+
+struct WatchOptions {
+  int64_t poll_ms = 500;
+  int64_t retry_ms = 15'000;  // how long an unreachable ferryd is tolerated mid-watch
+  Clock* clock = SystemClock();
+};
+
+// Returns the final records, in the order of `ids`.
+Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, OutputMode mode,
+                                                     const std::vector<std::string>& ids,
+                                                     const WatchOptions& options = {});
+
+// The exit status for a finished watch: 0 if every migration completed, else the status of the
+// first one that did not (ExitCodeForOutcome).
+int ExitCodeForAll(const std::vector<MigrationRecord>& finals);
+
+// Wall-clock milliseconds since the Unix epoch (ages in tables).
+int64_t WallClockMs();
+
+// "/api/v1/migrations/ID" with ID escaped.
+std::string MigrationPath(const std::string& id);
+
+}  // namespace ferry::cli
