@@ -268,7 +268,9 @@ Status LibvirtHost::Migrate(const std::string& name, const MigrateParams& p) con
   if (!p.migrate_disks.empty() && !p.non_shared_disk) {
     return Status::InvalidArgument("migrate " + name + ": migrate_disks without non_shared_disk");
   }
-  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(name));
+  // Its own connection, so that other threads can watch, steer and abort meanwhile.
+  FERRY_ASSIGN_OR_RETURN(const Connection side, impl_->OpenSideConnection());
+  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(side.get(), name));
   TypedParams params;
   bool added = true;
   if (!p.migration_uri.empty()) added &= params.AddString(VIR_MIGRATE_PARAM_URI, p.migration_uri);
@@ -447,7 +449,8 @@ Result<uint64_t> LibvirtHost::MeasureDirtyRate(const std::string& name, int seco
 
 Status LibvirtHost::Save(const std::string& name, const std::string& path) const {
   if (path.empty()) return Status::InvalidArgument("save " + name + ": no path");
-  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(name));
+  FERRY_ASSIGN_OR_RETURN(const Connection side, impl_->OpenSideConnection());
+  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(side.get(), name));
   if (virDomainSave(dom.get(), path.c_str()) < 0) {
     return impl_->Error("virDomainSave " + name + " to " + path);
   }
@@ -456,7 +459,8 @@ Status LibvirtHost::Save(const std::string& name, const std::string& path) const
 
 Status LibvirtHost::Restore(const std::string& path, const std::string& dest_xml) const {
   if (path.empty()) return Status::InvalidArgument("restore: no path");
-  if (virDomainRestoreFlags(impl_->conn, path.c_str(), OrNull(dest_xml), 0) < 0) {
+  FERRY_ASSIGN_OR_RETURN(const Connection side, impl_->OpenSideConnection());
+  if (virDomainRestoreFlags(side.get(), path.c_str(), OrNull(dest_xml), 0) < 0) {
     return impl_->Error("virDomainRestoreFlags " + path);
   }
   return Status::Ok();
