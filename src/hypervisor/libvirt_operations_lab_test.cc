@@ -397,8 +397,8 @@ TEST_F(LibvirtOperationsLab, StorageAndQuick) {
   ASSERT_TRUE(job.ready) << job.cur << "/" << job.end;
   EXPECT_EQ(job.type, "copy");
   EXPECT_EQ(job.cur, job.end);
-  std::printf("block copy ready in %lld ms (%llu bytes)\n",
-              static_cast<long long>(MsSince(t_copy)), static_cast<unsigned long long>(job.end));
+  std::printf("block copy ready in %lld ms (%llu bytes)\n", static_cast<long long>(MsSince(t_copy)),
+              static_cast<unsigned long long>(job.end));
   ASSERT_TRUE(h2_->BlockJobAbort("sto1", "vda", /*pivot=*/true).ok());
   const int64_t t_pivot = ConsoleWatcher::NowNs();
   auto after = h2_->GetBlockJob("sto1", "vda");
