@@ -463,10 +463,10 @@ void AgentService::RegisterRoutes() {
 
   server_.Route("POST " + p + "/checks/cpu", [this](const HttpRequest& r) {
     if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
-    std::string cpu_xml;
-    Status s = api::CpuCheckRequestFromJson(r.body, &cpu_xml);
+    api::CpuCheckRequest req;
+    Status s = api::FromJson(r.body, &req);
     if (!s.ok()) return Reply(s);
-    return Reply(host_->CompareCpu(cpu_xml));
+    return Reply(host_->CompareCpu(req.cpu_xml, req.target));
   });
 
   server_.Route("POST " + p + "/checks/platform", [this](const HttpRequest& r) {

@@ -30,8 +30,9 @@ class LibvirtHostOps final : public HostOps {
                                 bool migratable) override {
     return Call([&](const LibvirtHost& h) { return h.DomainXml(name, inactive, migratable); });
   }
-  Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml) override {
-    return Call([&](const LibvirtHost& h) { return h.CompareCpu(cpu_xml); });
+  Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml,
+                                          const hypervisor::CpuTarget& target) override {
+    return Call([&](const LibvirtHost& h) { return h.CompareCpu(cpu_xml, target); });
   }
   Result<std::vector<std::string>> MachineTypes(const std::string& arch) override {
     return Call([&](const LibvirtHost& h) { return h.MachineTypes(arch); });

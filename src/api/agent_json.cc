@@ -764,8 +764,12 @@ std::string ToJson(const std::vector<AgentJob>& jobs) {
   return OutJson{{"jobs", std::move(list)}}.dump();
 }
 
-std::string CpuCheckRequestJson(const std::string& cpu_xml) {
-  return OutJson{{"cpu_xml", cpu_xml}}.dump();
+std::string ToJson(const CpuCheckRequest& r) {
+  return OutJson{{"cpu_xml", r.cpu_xml},
+                 {"virttype", r.target.virttype},
+                 {"arch", r.target.arch},
+                 {"machine", r.target.machine}}
+      .dump();
 }
 
 // ---- FromJson ----------------------------------------------------------------------------
@@ -869,12 +873,14 @@ Status FromJson(std::string_view json, std::vector<AgentJob>* out) {
       Need::kRequired);
 }
 
-Status CpuCheckRequestFromJson(std::string_view json, std::string* cpu_xml) {
+Status FromJson(std::string_view json, CpuCheckRequest* out) {
   Json j;
   FERRY_TRY(Parse(json, &j));
-  FERRY_TRY(ReadString(j, "", "cpu_xml", cpu_xml, Need::kRequired));
-  if (cpu_xml->empty()) return Bad("cpu_xml", "must not be empty");
-  return Status::Ok();
+  FERRY_TRY(ReadString(j, "", "cpu_xml", &out->cpu_xml, Need::kRequired));
+  if (out->cpu_xml.empty()) return Bad("cpu_xml", "must not be empty");
+  FERRY_TRY(ReadString(j, "", "virttype", &out->target.virttype));
+  FERRY_TRY(ReadString(j, "", "arch", &out->target.arch));
+  return ReadString(j, "", "machine", &out->target.machine);
 }
 
 }  // namespace ferry::api

@@ -196,6 +196,13 @@ TEST(AgentJson, JobAndSpecRoundTrip) {
   EXPECT_TRUE(minimal.allow_auto_converge);
 }
 
+void ExpectBadCpu(const std::string& json, const std::string& message) {
+  CpuCheckRequest r;
+  Status s = FromJson(json, &r);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), message);
+}
+
 TEST(AgentJson, SmallTypesRoundTrip) {
   AgentHealth h{"host1", "0.1.0", "qemu+tcp://127.0.0.11/system", "tcp://127.0.0.11"};
   AgentHealth hb;
@@ -228,9 +235,15 @@ TEST(AgentJson, SmallTypesRoundTrip) {
   ASSERT_TRUE(FromJson(ToJson(x), &xb).ok());
   EXPECT_EQ(xb.cpu_xml, x.cpu_xml);
 
-  std::string cpu;
-  ASSERT_TRUE(CpuCheckRequestFromJson(CpuCheckRequestJson("<cpu/>"), &cpu).ok());
-  EXPECT_EQ(cpu, "<cpu/>");
+  CpuCheckRequest cr{"<cpu/>", {"qemu", "x86_64", "pc"}};
+  CpuCheckRequest cr_back;
+  ASSERT_TRUE(FromJson(ToJson(cr), &cr_back).ok());
+  EXPECT_EQ(cr_back.cpu_xml, "<cpu/>");
+  EXPECT_EQ(cr_back.target.virttype, "qemu");
+  EXPECT_EQ(cr_back.target.machine, "pc");
+  ASSERT_TRUE(FromJson(R"({"cpu_xml":"<cpu/>"})", &cr_back).ok());
+  ExpectBadCpu(R"({"cpu_xml":""})", "cpu_xml: must not be empty");
+  ExpectBadCpu(R"({"cpu_xml":"<cpu/>","arch":7})", "arch: expected a string");
 }
 
 // Asserts that parsing fails with kInvalidArgument and the message starts with `field: ` and

@@ -1,9 +1,6 @@
 // LibvirtHost over the libvirt C API (see libvirt_host.h, docs/hypervisor.md).
 #include "hypervisor/libvirt_host.h"
 
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
@@ -12,47 +9,12 @@
 #include <vector>
 
 #include "hypervisor/domain_xml.h"
+#include "hypervisor/libvirt_impl.h"
 
 namespace ferry::hypervisor {
 namespace {
 
 constexpr uint64_t kKiB = 1024;
-
-// RAII for the objects libvirt hands out.
-struct DomainFree {
-  void operator()(virDomainPtr p) const { virDomainFree(p); }
-};
-struct PoolFree {
-  void operator()(virStoragePoolPtr p) const { virStoragePoolFree(p); }
-};
-struct VolFree {
-  void operator()(virStorageVolPtr p) const { virStorageVolFree(p); }
-};
-struct NetworkFree {
-  void operator()(virNetworkPtr p) const { virNetworkFree(p); }
-};
-struct CharFree {
-  void operator()(char* p) const { free(p); }  // libvirt strings are malloc'd
-};
-using Domain = std::unique_ptr<virDomain, DomainFree>;
-using Pool = std::unique_ptr<virStoragePool, PoolFree>;
-using Vol = std::unique_ptr<virStorageVol, VolFree>;
-using Network = std::unique_ptr<virNetwork, NetworkFree>;
-using CString = std::unique_ptr<char, CharFree>;
-
-// Takes ownership of an array virConnectListAll* returned (the array itself and each element).
-template <typename Ptr, typename T>
-std::vector<Ptr> TakeList(T** list, int n) {
-  std::vector<Ptr> out;
-  if (list == nullptr || n <= 0) {
-    free(list);
-    return out;
-  }
-  out.reserve(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) out.emplace_back(list[i]);
-  free(list);
-  return out;
-}
 
 void IgnoreLibvirtError(void* /*data*/, virErrorPtr /*error*/) {}
 
@@ -67,9 +29,29 @@ Status InitLibvirtOnce() {
   return Status::Ok();
 }
 
+}  // namespace
+
 std::string LastError() {
   const char* m = virGetLastErrorMessage();
   return m != nullptr ? m : "unknown libvirt error";
+}
+
+Status LibvirtHost::Impl::Error(const std::string& what) const {
+  const std::string message = uri + ": " + what + ": " + LastError();
+  switch (virGetLastErrorCode()) {
+    case VIR_ERR_NO_DOMAIN:
+    case VIR_ERR_NO_STORAGE_POOL:
+    case VIR_ERR_NO_STORAGE_VOL:
+    case VIR_ERR_NO_NETWORK:
+      return Status::NotFound(message);
+    case VIR_ERR_OPERATION_ABORTED:
+      return Status::Cancelled(message);
+    case VIR_ERR_STORAGE_VOL_EXIST:
+    case VIR_ERR_DOM_EXIST:
+      return Status::AlreadyExists(message);
+    default:
+      return Status::Io(message);
+  }
 }
 
 VmState StateFromLibvirt(int s) {
@@ -86,13 +68,6 @@ VmState StateFromLibvirt(int s) {
   }
 }
 
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-// True if `path` lies inside folder `dir` (both absolute, no trailing slash on `dir` needed).
 bool InFolder(const std::string& path, std::string dir) {
   if (dir.empty()) return false;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
@@ -100,27 +75,15 @@ bool InFolder(const std::string& path, std::string dir) {
          path[dir.size()] == '/';
 }
 
+namespace {
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
 }  // namespace
-
-struct LibvirtHost::Impl {
-  std::string uri;
-  virConnectPtr conn = nullptr;
-
-  ~Impl() {
-    if (conn != nullptr) virConnectClose(conn);
-  }
-
-  // kIo "URI: what: libvirt's message".
-  Status Error(const std::string& what) const {
-    return Status::Io(uri + ": " + what + ": " + LastError());
-  }
-
-  Result<HostFacts> Facts() const;
-  Result<std::vector<PoolInfo>> Pools() const;
-  Result<std::vector<NetworkInfo>> Networks() const;
-  Result<VmInfo> DescribeDomain(virDomainPtr dom, const std::vector<PoolInfo>& pools) const;
-  void FillDiskSize(VmDisk& disk, const std::vector<PoolInfo>& pools) const;
-};
 
 Result<HostFacts> LibvirtHost::Impl::Facts() const {
   CString caps(virConnectGetCapabilities(conn));
@@ -290,14 +253,19 @@ Result<std::unique_ptr<LibvirtHost>> LibvirtHost::Connect(const std::string& uri
 
 Result<HostFacts> LibvirtHost::Facts() const { return impl_->Facts(); }
 
-Result<VmInfo> LibvirtHost::GetVm(const std::string& name) const {
-  Domain dom(virDomainLookupByName(impl_->conn, name.c_str()));
+Result<Domain> LibvirtHost::Impl::LookupDomain(const std::string& name) const {
+  Domain dom(virDomainLookupByName(conn, name.c_str()));
   if (!dom) {
     if (virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) {
-      return Status::NotFound(impl_->uri + ": no VM named '" + name + "'");
+      return Status::NotFound(uri + ": no VM named '" + name + "'");
     }
-    return impl_->Error("virDomainLookupByName " + name);
+    return Error("virDomainLookupByName " + name);
   }
+  return dom;
+}
+
+Result<VmInfo> LibvirtHost::GetVm(const std::string& name) const {
+  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(name));
   FERRY_ASSIGN_OR_RETURN(const std::vector<PoolInfo> pools, impl_->Pools());
   return impl_->DescribeDomain(dom.get(), pools);
 }

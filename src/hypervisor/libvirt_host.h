@@ -74,22 +74,33 @@ class LibvirtHost {
   Result<uint64_t> MeasureDirtyRate(const std::string& name, int seconds) const;
 
   // --- Save / restore (quick migration) -------------------------------------------------
-  // Saves the running domain's memory to `path` (the domain stops); dest_xml != "" replaces
-  // the definition stored in the file.
+  // Saves the running domain's memory to `path` (virDomainSave; the domain stops, its
+  // definition stays).
   Status Save(const std::string& name, const std::string& path) const;
-  // Restores a saved domain on this host (it becomes running, transient unless defined).
+  // Restores a saved domain on this host (virDomainRestoreFlags; it runs again, transient
+  // unless a domain of that name is defined here). dest_xml != "" replaces the definition
+  // stored in the file (same guest ABI, e.g. other disk paths).
   Status Restore(const std::string& path, const std::string& dest_xml = "") const;
 
   // --- Block copy (live storage migration) ----------------------------------------------
+  // Starts mirroring `params.disk` to a file (virDomainBlockCopy, returns at once; watch it
+  // with GetBlockJob). Works on persistent domains: libvirt 9.0 refuses a block copy on a
+  // persistent domain unless VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB is given, so it always is
+  // (the job does not survive a libvirtd restart; a restarted daemon leaves the source disk
+  // in use and the copy abandoned).
   Status BlockCopy(const std::string& name, const BlockCopyParams& params) const;
   Result<BlockJob> GetBlockJob(const std::string& name, const std::string& disk) const;
-  // Ends a ready copy job switching the domain to the copy (pivot=true) or abandoning it.
+  // Ends a ready copy job switching the domain to the copy (pivot=true) or abandoning it;
+  // waits until libvirt finished. After a pivot libvirt 9.0 also rewrites the persistent
+  // definition's disk source (as <disk type='file'> with the copy's path and format).
   Status BlockJobAbort(const std::string& name, const std::string& disk, bool pivot) const;
 
   // --- Validation and storage -----------------------------------------------------------
   // Can a guest with this <cpu> (or whole domain) XML run on this host?
-  // (virConnectCompareHypervisorCPU).
-  Result<CpuCheck> CompareCpu(const std::string& cpu_xml) const;
+  // (virConnectCompareHypervisorCPU). A domain XML gives its <cpu>, domain type, arch and
+  // machine (fields of `target` override them); a domain without <cpu> is kIdentical (it
+  // gets the hypervisor's default model). kInvalidArgument for XML that is neither.
+  Result<CpuCheck> CompareCpu(const std::string& xml, const CpuTarget& target = {}) const;
   // Machine types this host's emulator accepts for `arch` ("pc-i440fx-7.2", "pc", "q35", ...).
   Result<std::vector<std::string>> MachineTypes(const std::string& arch) const;
   // Whether UEFI firmware is available for `arch`/`machine` (domain capabilities loader).
