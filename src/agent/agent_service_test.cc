@@ -86,8 +86,7 @@ class FakeHost final : public HostOps {
     if (name != "g1") return Status::NotFound("vm " + name + " not found on host1");
     return Inventory()->vms[0];
   }
-  Result<std::string> DomainXml(const std::string& name, bool inactive,
-                                bool migratable) override {
+  Result<std::string> DomainXml(const std::string& name, bool inactive, bool migratable) override {
     if (inactive || !migratable) return Status::Internal("wanted the live migratable XML");
     if (name != "g1") return Status::NotFound("vm " + name + " not found on host1");
     return std::string(
@@ -185,7 +184,8 @@ class AgentServiceTest : public ::testing::Test {
       if (!j.ok()) return false;
       last = *j;
       return api::IsFinal(j->state);
-    })) << "job " << id << " never finished";
+    })) << "job "
+        << id << " never finished";
     return last;
   }
 
@@ -383,8 +383,8 @@ TEST_F(AgentServiceTest, WrongTokenUnknownJobAndBadJson) {
   EXPECT_EQ(client_->CancelJob("nope").status().code(), ErrorCode::kNotFound);
 
   api::HttpClient http(url_, kToken);
-  auto bad = http.Post("/agent/v1/jobs",
-                       R"({"id":"b1","kind":"live","vm":"g1","max_downtime_ms":"300"})");
+  auto bad =
+      http.Post("/agent/v1/jobs", R"({"id":"b1","kind":"live","vm":"g1","max_downtime_ms":"300"})");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(bad.status().message(), "max_downtime_ms: expected an integer");
@@ -462,9 +462,9 @@ TEST(AgentClientTest, UnreachableAgentIsIoNamingTheUrl) {
 }
 
 TEST(MigrationKindNames, WireNamesMatchTheJobsLibrary) {
-  for (MigrationKind k : {MigrationKind::kLive, MigrationKind::kLiveStorage,
-                          MigrationKind::kLiveVsm, MigrationKind::kQuick,
-                          MigrationKind::kReregister}) {
+  for (MigrationKind k :
+       {MigrationKind::kLive, MigrationKind::kLiveStorage, MigrationKind::kLiveVsm,
+        MigrationKind::kQuick, MigrationKind::kReregister}) {
     EXPECT_EQ(api::MigrationKindWireName(k), MigrationKindName(k));
     auto parsed = ParseMigrationKind(api::MigrationKindWireName(k));
     ASSERT_TRUE(parsed.ok());

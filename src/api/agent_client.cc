@@ -57,8 +57,7 @@ Result<AgentJob> AgentClient::StartJob(const agent::MigrationJobSpec& spec) cons
 }
 
 Result<AgentJob> AgentClient::GetJob(const std::string& id) const {
-  return Decode<AgentJob>(http_.Get(std::string(kPrefix) + "/jobs/" + UrlEncode(id)),
-                          "job " + id);
+  return Decode<AgentJob>(http_.Get(std::string(kPrefix) + "/jobs/" + UrlEncode(id)), "job " + id);
 }
 
 Result<std::vector<AgentJob>> AgentClient::ListJobs() const {

@@ -56,19 +56,19 @@ struct VmXml {
 // optionally, where it would run (virttype "qemu" for TCG guests: libvirt otherwise assumes
 // "kvm" wherever /dev/kvm exists).
 struct CpuCheckRequest {
-  std::string cpu_xml;         // required, non-empty
+  std::string cpu_xml;           // required, non-empty
   hypervisor::CpuTarget target;  // "virttype", "arch", "machine"; each optional
 };
 
 // POST /agent/v1/checks/platform request and answer.
 struct PlatformCheckRequest {
-  std::string arch;     // required, e.g. "x86_64"
-  std::string machine;  // required, e.g. "pc-i440fx-7.2"
+  std::string arch;                                             // required, e.g. "x86_64"
+  std::string machine;                                          // required, e.g. "pc-i440fx-7.2"
   hypervisor::Firmware firmware = hypervisor::Firmware::kBios;  // required: "bios" | "uefi"
 };
 struct PlatformCheck {
-  bool machine_ok = false;  // required
-  bool firmware_ok = false; // required
+  bool machine_ok = false;   // required
+  bool firmware_ok = false;  // required
   std::string message;
 };
 

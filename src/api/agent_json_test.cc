@@ -298,9 +298,8 @@ TEST(AgentJson, BadInputNamesTheField) {
   ExpectBad<AgentInventory>(
       R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running","firmware":"coreboot"}]})",
       "vms[0].firmware", "unknown value");
-  ExpectBad<AgentJob>(
-      R"({"id":"a","kind":"live","vm":"g","state":"exploded","started_at_ms":1})", "state",
-      "unknown value");
+  ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"exploded","started_at_ms":1})",
+                      "state", "unknown value");
   ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"failed","started_at_ms":1,
                           "error":{"code":"oops","message":"x"}})",
                       "error.code", "unknown error code");
@@ -313,12 +312,11 @@ TEST(AgentJson, BadInputNamesTheField) {
   ExpectBad<MigrationJobSpec>(
       R"({"id":"a","kind":"live","vm":"g1","timeout_ms":18446744073709551615})", "timeout_ms",
       "out of range");
-  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"live","vm":"g1","bandwidth":-1})",
-                              "bandwidth", "expected an unsigned integer");
+  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"live","vm":"g1","bandwidth":-1})", "bandwidth",
+                              "expected an unsigned integer");
   ExpectBad<JobProgress>(R"({"throttle_percent":101})", "throttle_percent", "out of range");
   ExpectBad<JobProgress>(R"({"eta_ms":-2})", "eta_ms", "out of range");
-  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h","cpus":-1}})", "host.cpus",
-                            "out of range");
+  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h","cpus":-1}})", "host.cpus", "out of range");
   ExpectBad<AgentInventory>(
       R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running","vcpus":99999999}]})",
       "vms[0].vcpus", "out of range");
@@ -340,8 +338,8 @@ TEST(AgentJson, BadInputNamesTheField) {
   ExpectBad<CpuCheck>(R"({"compatible":true,"result":"incompatible"})", "compatible",
                       "contradicts");
   ExpectBad<AgentJobRecord>(R"({"version":2,"spec":{},"job":{}})", "version", "unsupported");
-  ExpectBad<PlatformCheckRequest>(R"({"arch":"x86_64","machine":"","firmware":"bios"})",
-                                  "machine", "must not be empty");
+  ExpectBad<PlatformCheckRequest>(R"({"arch":"x86_64","machine":"","firmware":"bios"})", "machine",
+                                  "must not be empty");
 
   // Too many events, too deep, not JSON at all.
   std::string events = "[";
@@ -350,7 +348,8 @@ TEST(AgentJson, BadInputNamesTheField) {
   }
   events += "]";
   ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"running","started_at_ms":1,
-                          "events":)" + events + "}",
+                          "events":)" +
+                          events + "}",
                       "events", "too many items");
   ExpectBad<JobProgress>(std::string(100, '[') + std::string(100, ']'), "(document)",
                          "nested deeper");
@@ -364,9 +363,9 @@ TEST(AgentJson, JobIdsAndKindNames) {
   EXPECT_TRUE(IsValidJobId("m-1_2.3"));
   EXPECT_FALSE(IsValidJobId("a/b"));
   EXPECT_FALSE(IsValidJobId(std::string(129, 'a')));
-  for (MigrationKind k : {MigrationKind::kLive, MigrationKind::kLiveStorage,
-                          MigrationKind::kLiveVsm, MigrationKind::kQuick,
-                          MigrationKind::kReregister}) {
+  for (MigrationKind k :
+       {MigrationKind::kLive, MigrationKind::kLiveStorage, MigrationKind::kLiveVsm,
+        MigrationKind::kQuick, MigrationKind::kReregister}) {
     auto back = MigrationKindFromWireName(MigrationKindWireName(k));
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(*back, k);
