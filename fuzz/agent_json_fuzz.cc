@@ -32,7 +32,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RoundTrip<ferry::hypervisor::CpuCheck>(text);
   RoundTrip<ferry::api::PlatformCheckRequest>(text);
   RoundTrip<ferry::api::AgentHealth>(text);
-  std::string cpu_xml;
-  (void)ferry::api::CpuCheckRequestFromJson(text, &cpu_xml);
+  RoundTrip<ferry::api::CpuCheckRequest>(text);
   return 0;
 }

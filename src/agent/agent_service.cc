@@ -105,8 +105,8 @@ Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
 }
 
 bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(),
-                                                suffix.data(), suffix.size()) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
 }
 
 HttpResponse Reply(const Status& s) { return HttpResponse::Error(s); }
@@ -249,8 +249,7 @@ Status AgentService::LoadJobs() {
     }
     job->record.job.events.erase(
         job->record.job.events.begin(),
-        job->record.job.events.end() -
-            std::min(job->record.job.events.size(), max_events_));
+        job->record.job.events.end() - std::min(job->record.job.events.size(), max_events_));
     bool interrupted = job->record.job.state == AgentJobState::kRunning;
     if (interrupted) {
       AgentJob& j = job->record.job;
@@ -315,8 +314,8 @@ Result<AgentJob> AgentService::StartJob(MigrationJobSpec spec, bool* existed) {
     auto it = jobs_.find(spec.id);
     if (it != jobs_.end()) {
       if (api::ToJson(it->second->record.spec) != api::ToJson(spec)) {
-        return Status::AlreadyExists("job " + spec.id + " already exists on " +
-                                     config_.host_id + " with a different spec");
+        return Status::AlreadyExists("job " + spec.id + " already exists on " + config_.host_id +
+                                     " with a different spec");
       }
       *existed = true;
       return it->second->record.job;
@@ -356,8 +355,7 @@ void AgentService::RunJob(Job* job) {
     std::lock_guard<std::mutex> lock(mu_);
     AgentJob& j = job->record.job;
     j.finished_at_ms = now_ms_();
-    const std::string took = " after " + std::to_string(j.finished_at_ms - j.started_at_ms) +
-                             " ms";
+    const std::string took = " after " + std::to_string(j.finished_at_ms - j.started_at_ms) + " ms";
     if (result.ok()) {
       j.state = AgentJobState::kSucceeded;
       j.result = *result;
@@ -434,8 +432,7 @@ void AgentService::RegisterRoutes() {
   const std::string p = "/agent/v1";
 
   server_.Route("GET " + p + "/health", [this](const HttpRequest&) {
-    api::AgentHealth h{config_.host_id, FERRY_VERSION, config_.libvirt_uri,
-                       config_.migration_uri};
+    api::AgentHealth h{config_.host_id, FERRY_VERSION, config_.libvirt_uri, config_.migration_uri};
     return HttpResponse::Json(api::ToJson(h));
   });
 
@@ -463,10 +460,10 @@ void AgentService::RegisterRoutes() {
 
   server_.Route("POST " + p + "/checks/cpu", [this](const HttpRequest& r) {
     if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
-    std::string cpu_xml;
-    Status s = api::CpuCheckRequestFromJson(r.body, &cpu_xml);
+    api::CpuCheckRequest req;
+    Status s = api::FromJson(r.body, &req);
     if (!s.ok()) return Reply(s);
-    return Reply(host_->CompareCpu(cpu_xml));
+    return Reply(host_->CompareCpu(req.cpu_xml, req.target));
   });
 
   server_.Route("POST " + p + "/checks/platform", [this](const HttpRequest& r) {
@@ -510,9 +507,8 @@ void AgentService::RegisterRoutes() {
     return Reply(job, existed ? 200 : 202);
   });
 
-  server_.Route("GET " + p + "/jobs", [this](const HttpRequest&) {
-    return HttpResponse::Json(api::ToJson(ListJobs()));
-  });
+  server_.Route("GET " + p + "/jobs",
+                [this](const HttpRequest&) { return HttpResponse::Json(api::ToJson(ListJobs())); });
 
   server_.Route("GET " + p + "/jobs/{id}",
                 [this](const HttpRequest& r) { return Reply(GetJob(r.Param("id"))); });

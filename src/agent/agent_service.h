@@ -9,9 +9,10 @@
 // Persistence: every job is kept in memory and as state_dir/jobs/<id>.json (written to a
 // temporary file, fsynced, renamed, directory fsynced) whenever its state changes: start, a
 // cancel request, the end; events are written along, at most once a second. Progress alone
-// is not written (it changes every poll and is only meaningful while the agent runs). At Start() the registry reloads these
-// files; a job that was still running when the agent died reads back as failed with code io,
-// "agent restarted during the job" (its libvirt calls died with the process).
+// is not written (it changes every poll and means nothing once the agent is gone). At Start()
+// the registry reloads these files; a job that was still running when the agent died reads
+// back as failed with code io, "agent restarted during the job" (its libvirt calls died with
+// the process).
 //
 // Ownership: the service owns its HTTP server, its HostOps and its job threads.
 // Thread-safety: request handlers run concurrently on the HTTP server's threads; the public

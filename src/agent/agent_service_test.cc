@@ -86,16 +86,17 @@ class FakeHost final : public HostOps {
     if (name != "g1") return Status::NotFound("vm " + name + " not found on host1");
     return Inventory()->vms[0];
   }
-  Result<std::string> DomainXml(const std::string& name, bool inactive,
-                                bool migratable) override {
+  Result<std::string> DomainXml(const std::string& name, bool inactive, bool migratable) override {
     if (inactive || !migratable) return Status::Internal("wanted the live migratable XML");
     if (name != "g1") return Status::NotFound("vm " + name + " not found on host1");
     return std::string(
         "<domain type='qemu'><name>g1</name><cpu mode='custom' match='exact'>"
         "<model fallback='forbid'>qemu64</model></cpu><devices/></domain>");
   }
-  Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml) override {
+  Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml,
+                                          const hypervisor::CpuTarget& target) override {
     last_cpu_xml = cpu_xml;
+    last_virttype = target.virttype;
     if (cpu_xml.find("Icelake") != std::string::npos) {
       return hypervisor::CpuCheck{hypervisor::CpuCompatibility::kIncompatible, "no avx512"};
     }
@@ -108,6 +109,7 @@ class FakeHost final : public HostOps {
     return machine == "q35";
   }
   std::string last_cpu_xml;
+  std::string last_virttype;
 };
 
 struct TempDir {
@@ -182,7 +184,8 @@ class AgentServiceTest : public ::testing::Test {
       if (!j.ok()) return false;
       last = *j;
       return api::IsFinal(j->state);
-    })) << "job " << id << " never finished";
+    })) << "job "
+        << id << " never finished";
     return last;
   }
 
@@ -380,8 +383,8 @@ TEST_F(AgentServiceTest, WrongTokenUnknownJobAndBadJson) {
   EXPECT_EQ(client_->CancelJob("nope").status().code(), ErrorCode::kNotFound);
 
   api::HttpClient http(url_, kToken);
-  auto bad = http.Post("/agent/v1/jobs",
-                       R"({"id":"b1","kind":"live","vm":"g1","max_downtime_ms":"300"})");
+  auto bad =
+      http.Post("/agent/v1/jobs", R"({"id":"b1","kind":"live","vm":"g1","max_downtime_ms":"300"})");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(bad.status().message(), "max_downtime_ms: expected an integer");
@@ -425,10 +428,11 @@ TEST_F(AgentServiceTest, HostEndpoints) {
   EXPECT_EQ(xml->cpu_xml,
             "<cpu mode=\"custom\" match=\"exact\"><model fallback=\"forbid\">qemu64</model></cpu>");
 
-  auto cpu = client_->CheckCpu(xml->cpu_xml);
+  auto cpu = client_->CheckCpu(xml->cpu_xml, {.virttype = "qemu"});
   ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
   EXPECT_EQ(cpu->result, hypervisor::CpuCompatibility::kIdentical);
   EXPECT_EQ(host_->last_cpu_xml, xml->cpu_xml);
+  EXPECT_EQ(host_->last_virttype, "qemu");
   auto cpu_bad = client_->CheckCpu("<cpu><model>Icelake</model></cpu>");
   ASSERT_TRUE(cpu_bad.ok());
   EXPECT_EQ(cpu_bad->result, hypervisor::CpuCompatibility::kIncompatible);
@@ -455,6 +459,17 @@ TEST(AgentClientTest, UnreachableAgentIsIoNamingTheUrl) {
   EXPECT_EQ(r.status().code(), ErrorCode::kIo);
   EXPECT_NE(r.status().message().find("http://127.0.0.1:1"), std::string::npos)
       << r.status().message();
+}
+
+TEST(MigrationKindNames, WireNamesMatchTheJobsLibrary) {
+  for (MigrationKind k :
+       {MigrationKind::kLive, MigrationKind::kLiveStorage, MigrationKind::kLiveVsm,
+        MigrationKind::kQuick, MigrationKind::kReregister}) {
+    EXPECT_EQ(api::MigrationKindWireName(k), MigrationKindName(k));
+    auto parsed = ParseMigrationKind(api::MigrationKindWireName(k));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, k);
+  }
 }
 
 TEST(ExtractCpuXmlTest, FindsOrMissesTheCpuElement) {

@@ -69,16 +69,17 @@ std::string_view ConvergenceVerdictName(ConvergenceVerdict verdict) {
   return "?";
 }
 
-ConvergencePrediction PredictConvergence(uint64_t dirty_rate, uint64_t link_rate,
-                                         const ConvergenceBudget& budget) {
+ConvergencePrediction PredictConvergence(std::optional<uint64_t> measured_rate,
+                                         uint64_t link_rate, const ConvergenceBudget& budget) {
   ConvergencePrediction p;
+  const uint64_t dirty_rate = measured_rate.value_or(0);
   p.dirty_rate = dirty_rate;
   p.link_rate = link_rate;
   const std::string b = Ms(budget.max_downtime_ms);
-  if (link_rate == 0 || dirty_rate == 0) {
+  if (link_rate == 0 || !measured_rate) {
     p.verdict = ConvergenceVerdict::kUnknown;
     p.message = "prediction deferred: ";
-    if (dirty_rate == 0) {
+    if (!measured_rate) {
       p.message += "dirty rate not measured yet";
     } else {
       p.message += "dirty rate " + Rate(dirty_rate);
@@ -130,7 +131,7 @@ ConvergencePolicy::ConvergencePolicy(const ConvergenceBudget& budget, uint64_t m
     : budget_(budget), memory_bytes_(memory_bytes) {}
 
 ConvergenceStart ConvergencePolicy::Start(std::optional<uint64_t> measured_dirty_rate) {
-  if (measured_dirty_rate && *measured_dirty_rate > 0) measured_dirty_rate_ = measured_dirty_rate;
+  measured_dirty_rate_ = measured_dirty_rate;
   ConvergenceStart s;
   const int64_t budget = std::max<int64_t>(budget_.max_downtime_ms, 1);
   downtime_ms_ = std::clamp<int64_t>(
@@ -163,8 +164,7 @@ ConvergenceStart ConvergencePolicy::Start(std::optional<uint64_t> measured_dirty
   } else {
     s.notes.push_back("dirty rate not measurable before start; using QEMU's per-pass figure");
   }
-  s.prediction = PredictConvergence(measured_dirty_rate_.value_or(0), budget_.bandwidth_cap,
-                                    budget_);
+  s.prediction = PredictConvergence(measured_dirty_rate_, budget_.bandwidth_cap, budget_);
   if (s.prediction.verdict != ConvergenceVerdict::kUnknown) predicted_at_run_ = true;
   s.notes.push_back("prediction (" + std::string(ConvergenceVerdictName(s.prediction.verdict)) +
                     "): " + s.prediction.message);
@@ -244,7 +244,7 @@ std::vector<PolicyAction> ConvergencePolicy::OnSample(const hypervisor::JobStats
     return actions;
   }
 
-  if (!predicted_at_run_ && link_rate_ > 0 && dirty_rate() > 0) {
+  if (!predicted_at_run_ && link_rate_ > 0 && (measured_dirty_rate_ || qemu_dirty_rate_ > 0)) {
     predicted_at_run_ = true;
     ConvergencePrediction p = PredictConvergence(dirty_rate(), link_rate_, budget_);
     actions.push_back({PolicyActionType::kNote, 0, 0,

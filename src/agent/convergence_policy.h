@@ -43,9 +43,9 @@ struct ConvergencePrediction {
   std::string message;              // one sentence for the event log
 };
 
-// The prediction for dirty rate `dirty_rate` over a link of `link_rate` (both bytes/s, 0 =
-// unknown) with `budget`. Pure.
-ConvergencePrediction PredictConvergence(uint64_t dirty_rate, uint64_t link_rate,
+// The prediction for dirty rate `dirty_rate` (unset = unknown; 0 = an idle guest) over a link
+// of `link_rate` (0 = unknown), both bytes/s, with `budget`. Pure.
+ConvergencePrediction PredictConvergence(std::optional<uint64_t> dirty_rate, uint64_t link_rate,
                                          const ConvergenceBudget& budget);
 
 // What the migration is started with.

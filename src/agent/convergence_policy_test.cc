@@ -106,8 +106,9 @@ TEST(ConvergencePolicy, PredictionTable) {
   EXPECT_EQ(PredictConvergence(200 * kMiB, 100 * kMiB, b).verdict,
             ConvergenceVerdict::kImpossible);
   EXPECT_EQ(PredictConvergence(200 * kMiB, 100 * kMiB, b).needed_downtime_ms, 2000);
-  EXPECT_EQ(PredictConvergence(0, 100 * kMiB, b).verdict, ConvergenceVerdict::kUnknown);
+  EXPECT_EQ(PredictConvergence(std::nullopt, 100 * kMiB, b).verdict, ConvergenceVerdict::kUnknown);
   EXPECT_EQ(PredictConvergence(10 * kMiB, 0, b).verdict, ConvergenceVerdict::kUnknown);
+  EXPECT_EQ(PredictConvergence(0, 100 * kMiB, b).verdict, ConvergenceVerdict::kConverges);
   ConvergenceBudget generous = b;
   generous.max_downtime_ms = 3000;  // a second of dirtying fits: marginal, not impossible
   EXPECT_EQ(PredictConvergence(200 * kMiB, 100 * kMiB, generous).verdict,

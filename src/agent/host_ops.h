@@ -25,7 +25,8 @@ class HostOps {
   virtual Result<hypervisor::VmInfo> GetVm(const std::string& name) = 0;
   virtual Result<std::string> DomainXml(const std::string& name, bool inactive,
                                         bool migratable) = 0;
-  virtual Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml) = 0;
+  virtual Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml,
+                                                  const hypervisor::CpuTarget& target) = 0;
   virtual Result<std::vector<std::string>> MachineTypes(const std::string& arch) = 0;
   virtual Result<bool> SupportsUefi(const std::string& arch, const std::string& machine) = 0;
 };

@@ -26,12 +26,12 @@ class LibvirtHostOps final : public HostOps {
   Result<hypervisor::VmInfo> GetVm(const std::string& name) override {
     return Call([&](const LibvirtHost& h) { return h.GetVm(name); });
   }
-  Result<std::string> DomainXml(const std::string& name, bool inactive,
-                                bool migratable) override {
+  Result<std::string> DomainXml(const std::string& name, bool inactive, bool migratable) override {
     return Call([&](const LibvirtHost& h) { return h.DomainXml(name, inactive, migratable); });
   }
-  Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml) override {
-    return Call([&](const LibvirtHost& h) { return h.CompareCpu(cpu_xml); });
+  Result<hypervisor::CpuCheck> CompareCpu(const std::string& cpu_xml,
+                                          const hypervisor::CpuTarget& target) override {
+    return Call([&](const LibvirtHost& h) { return h.CompareCpu(cpu_xml, target); });
   }
   Result<std::vector<std::string>> MachineTypes(const std::string& arch) override {
     return Call([&](const LibvirtHost& h) { return h.MachineTypes(arch); });

@@ -41,6 +41,7 @@ constexpr int kDirtyRateSeconds = 1;          // MeasureDirtyRate window
 constexpr int64_t kHeartbeatSettleMs = 3000;  // wait for the guest's heartbeats afterwards
 constexpr uint64_t kSettleBeats = 5;
 constexpr int kCompareWorkers = 2;
+constexpr int kStatsFailuresToWarn = 5;       // consecutive failed polls (1 s)
 constexpr int64_t kNsPerMs = 1000000;
 
 bool IsRunning(VmState s) { return s == VmState::kRunning || s == VmState::kBlocked; }
@@ -160,6 +161,10 @@ class MigrationJob {
     }
     Phase("preparing");
     FERRY_ASSIGN_OR_RETURN(src_, LibvirtHost::Connect(spec_.source_uri));
+    // A second connection to watch and steer a running migration or save: on the connection
+    // that runs virDomainMigrateToURI3 (peer-to-peer) libvirt 9.0 answers other calls only
+    // after the migration ended (measured in the lab: GetJobStats waited 89 s).
+    FERRY_ASSIGN_OR_RETURN(mon_, LibvirtHost::Connect(spec_.source_uri));
     if (needs_target) {
       FERRY_ASSIGN_OR_RETURN(dst_, LibvirtHost::Connect(spec_.target_uri));
     }
@@ -376,33 +381,34 @@ class MigrationJob {
     const int64_t started_ms = ElapsedMs();
     bool cancel_seen = false;
     bool abort_sent = false;
+    int stats_failures = 0;
     auto apply = [&](const std::vector<PolicyAction>& actions) {
       for (const PolicyAction& a : actions) {
         switch (a.type) {
           case PolicyActionType::kNote: Note(a.message); break;
           case PolicyActionType::kSetDowntime: {
             Note(a.message);
-            Status s = src_->SetMaxDowntime(spec_.vm, a.downtime_ms);
+            Status s = mon_->SetMaxDowntime(spec_.vm, a.downtime_ms);
             if (!s.ok()) Warn("set downtime limit: " + s.message());
             progress_.downtime_limit_ms = a.downtime_ms;
             break;
           }
           case PolicyActionType::kSetSpeed: {
             Note(a.message);
-            Status s = src_->SetMaxSpeed(spec_.vm, a.speed);
+            Status s = mon_->SetMaxSpeed(spec_.vm, a.speed);
             if (!s.ok()) Warn("set speed: " + s.message());
             break;
           }
           case PolicyActionType::kStartPostCopy: {
             Note(a.message);
-            Status s = src_->StartPostCopy(spec_.vm);
+            Status s = mon_->StartPostCopy(spec_.vm);
             if (!s.ok()) Warn("start post-copy: " + s.message());
             break;
           }
           case PolicyActionType::kAbort: {
             Event("warning", "aborting: " + a.message);
             result_.notes.push_back("abort: " + a.message);
-            Status s = src_->AbortJob(spec_.vm);
+            Status s = mon_->AbortJob(spec_.vm);
             if (!s.ok()) Warn("abort job: " + s.message());
             abort_sent = true;
             break;
@@ -424,10 +430,19 @@ class MigrationJob {
             abort_sent = true;
             Event("warning", "aborting: time limit " + std::to_string(spec_.timeout_ms) +
                                  " ms reached");
-            (void)src_->AbortJob(spec_.vm);
+            (void)mon_->AbortJob(spec_.vm);
           }
-          Result<JobStats> st = src_->GetJobStats(spec_.vm);
-          if (!st.ok() || !st->active) return;
+          Result<JobStats> st = mon_->GetJobStats(spec_.vm);
+          if (!st.ok()) {
+            // Right after the switchover the source no longer has the domain: say something
+            // only when statistics stay unavailable for a while.
+            if (++stats_failures == kStatsFailuresToWarn) {
+              Warn("job statistics: " + st.status().message());
+            }
+            return;
+          }
+          stats_failures = 0;
+          if (!st->active) return;
           apply(policy.OnSample(*st, now));
           ProgressFromStats(*st, &policy);
         });
@@ -471,6 +486,12 @@ class MigrationJob {
     if (!done.ok()) done = dst_->GetJobStats(spec_.vm, true);
     if (done.ok()) {
       result_.qemu_downtime_ms = done->downtime_ms;
+      if (done->downtime_ms > spec_.max_downtime_ms) {
+        Warn("QEMU's downtime " + std::to_string(done->downtime_ms) + " ms exceeded the " +
+             std::to_string(spec_.max_downtime_ms) +
+             " ms budget: its estimate of the switchover (memory left / measured rate) was "
+             "optimistic on this host");
+      }
       result_.bytes_sent = done->data_processed;
       Note("QEMU: " + std::to_string(done->memory_iteration) + " passes, downtime " +
            std::to_string(done->downtime_ms) + " ms, " + std::to_string(done->data_processed) +
@@ -794,9 +815,9 @@ class MigrationJob {
                              [&] {
                                if (ctx_.cancelled() && !cancel_seen) {
                                  cancel_seen = true;
-                                 (void)src_->AbortJob(spec_.vm);
+                                 (void)mon_->AbortJob(spec_.vm);
                                }
-                               Result<JobStats> st = src_->GetJobStats(spec_.vm);
+                               Result<JobStats> st = mon_->GetJobStats(spec_.vm);
                                if (st.ok() && st->active) ProgressFromStats(*st, nullptr);
                              });
     auto remove_save = [&] { std::filesystem::remove(save_path, ec); };
@@ -907,6 +928,7 @@ class MigrationJob {
   Clock* const clock_;
   const int64_t t0_ns_;
   std::unique_ptr<LibvirtHost> src_;
+  std::unique_ptr<LibvirtHost> mon_;  // the source again, for calls during a blocking one
   std::unique_ptr<LibvirtHost> dst_;
   JobResult result_;
   JobProgress progress_;

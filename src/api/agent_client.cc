@@ -39,9 +39,10 @@ Result<VmXml> AgentClient::GetVmXml(const std::string& name) const {
                        "vm " + name + " xml");
 }
 
-Result<hypervisor::CpuCheck> AgentClient::CheckCpu(const std::string& cpu_xml) const {
+Result<hypervisor::CpuCheck> AgentClient::CheckCpu(const std::string& cpu_xml,
+                                                   const hypervisor::CpuTarget& target) const {
   return Decode<hypervisor::CpuCheck>(
-      http_.Post(std::string(kPrefix) + "/checks/cpu", CpuCheckRequestJson(cpu_xml)),
+      http_.Post(std::string(kPrefix) + "/checks/cpu", ToJson(CpuCheckRequest{cpu_xml, target})),
       "cpu check");
 }
 
@@ -56,8 +57,7 @@ Result<AgentJob> AgentClient::StartJob(const agent::MigrationJobSpec& spec) cons
 }
 
 Result<AgentJob> AgentClient::GetJob(const std::string& id) const {
-  return Decode<AgentJob>(http_.Get(std::string(kPrefix) + "/jobs/" + UrlEncode(id)),
-                          "job " + id);
+  return Decode<AgentJob>(http_.Get(std::string(kPrefix) + "/jobs/" + UrlEncode(id)), "job " + id);
 }
 
 Result<std::vector<AgentJob>> AgentClient::ListJobs() const {

@@ -32,8 +32,11 @@ class AgentClient {
   Result<AgentInventory> Inventory() const;
   Result<hypervisor::VmInfo> GetVm(const std::string& name) const;
   Result<VmXml> GetVmXml(const std::string& name) const;
-  // Can a guest with this <cpu> XML run on the agent's host?
-  Result<hypervisor::CpuCheck> CheckCpu(const std::string& cpu_xml) const;
+  // Can a guest with this <cpu> XML (or whole domain XML) run on the agent's host? `target`
+  // says where (virttype "qemu" for TCG guests); empty fields: from the XML or libvirt's
+  // defaults.
+  Result<hypervisor::CpuCheck> CheckCpu(const std::string& cpu_xml,
+                                        const hypervisor::CpuTarget& target = {}) const;
   Result<PlatformCheck> CheckPlatform(const PlatformCheckRequest& request) const;
 
   // Starts a migration job on the agent's host. Idempotent: starting the same spec (same id)

@@ -32,7 +32,7 @@ using hypervisor::VmState;
 
 // Ranges for numbers that come from peers: anything outside is an error, not a clamp.
 constexpr int64_t kMaxDurationMs = int64_t{366} * 24 * 3600 * 1000;  // a year
-constexpr int64_t kMaxTimestampMs = 32503680000000;                 // year 3000
+constexpr int64_t kMaxTimestampMs = 32503680000000;                  // year 3000
 constexpr int kMaxCpus = 1 << 20;
 constexpr int kMaxVcpus = 1 << 14;
 constexpr size_t kMaxDevices = 1024;  // disks or NICs of one VM, moved disks of a job
@@ -46,23 +46,24 @@ struct KindName {
   std::string_view name;
 };
 constexpr KindName kKindNames[] = {
-    {MigrationKind::kLive, "live"},           {MigrationKind::kLiveStorage, "live-storage"},
-    {MigrationKind::kLiveVsm, "live-vsm"},    {MigrationKind::kQuick, "quick"},
+    {MigrationKind::kLive, "live"},
+    {MigrationKind::kLiveStorage, "live-storage"},
+    {MigrationKind::kLiveVsm, "live-vsm"},
+    {MigrationKind::kQuick, "quick"},
     {MigrationKind::kReregister, "reregister"},
 };
 
 constexpr MigrationKind kKinds[] = {MigrationKind::kLive, MigrationKind::kLiveStorage,
-                                     MigrationKind::kLiveVsm, MigrationKind::kQuick,
-                                     MigrationKind::kReregister};
-constexpr VmState kVmStates[] = {VmState::kNoState,  VmState::kRunning,     VmState::kBlocked,
-                                 VmState::kPaused,   VmState::kShutdown,    VmState::kShutoff,
-                                 VmState::kCrashed,  VmState::kPmSuspended, VmState::kUnknown};
+                                    MigrationKind::kLiveVsm, MigrationKind::kQuick,
+                                    MigrationKind::kReregister};
+constexpr VmState kVmStates[] = {VmState::kNoState, VmState::kRunning,     VmState::kBlocked,
+                                 VmState::kPaused,  VmState::kShutdown,    VmState::kShutoff,
+                                 VmState::kCrashed, VmState::kPmSuspended, VmState::kUnknown};
 constexpr AgentJobState kJobStates[] = {AgentJobState::kRunning, AgentJobState::kSucceeded,
                                         AgentJobState::kFailed, AgentJobState::kCancelled};
-constexpr CpuCompatibility kCpuResults[] = {CpuCompatibility::kIdentical,
-                                            CpuCompatibility::kSuperset,
-                                            CpuCompatibility::kIncompatible,
-                                            CpuCompatibility::kError};
+constexpr CpuCompatibility kCpuResults[] = {
+    CpuCompatibility::kIdentical, CpuCompatibility::kSuperset, CpuCompatibility::kIncompatible,
+    CpuCompatibility::kError};
 
 // ---- Reading ---------------------------------------------------------------------------
 
@@ -131,8 +132,8 @@ Result<const Json*> Member(const Json& obj, const std::string& path, std::string
   return &*it;
 }
 
-Status ReadString(const Json& obj, const std::string& path, std::string_view key,
-                  std::string* out, Need need = Need::kOptional) {
+Status ReadString(const Json& obj, const std::string& path, std::string_view key, std::string* out,
+                  Need need = Need::kOptional) {
   FERRY_ASSIGN_OR_RETURN(const Json* j, Member(obj, path, key, need));
   if (j == nullptr) return Status::Ok();
   if (!j->is_string()) return Bad(Join(path, key), "expected a string");
@@ -174,15 +175,15 @@ Status ReadI64(const Json& obj, const std::string& path, std::string_view key, i
     in_range = value >= min && value <= max;
   }
   if (!in_range) {
-    return Bad(Join(path, key), "out of range (" + std::to_string(min) + " to " +
-                                    std::to_string(max) + ")");
+    return Bad(Join(path, key),
+               "out of range (" + std::to_string(min) + " to " + std::to_string(max) + ")");
   }
   *out = value;
   return Status::Ok();
 }
 
-Status ReadInt(const Json& obj, const std::string& path, std::string_view key, int* out,
-               int min, int max, Need need = Need::kOptional) {
+Status ReadInt(const Json& obj, const std::string& path, std::string_view key, int* out, int min,
+               int max, Need need = Need::kOptional) {
   int64_t v = *out;
   FERRY_TRY(ReadI64(obj, path, key, &v, min, max, need));
   *out = static_cast<int>(v);
@@ -253,8 +254,8 @@ Status ReadEnum(const Json& obj, const std::string& path, std::string_view key, 
     if (!allowed.empty()) allowed += ", ";
     allowed += std::string(name_of(v));
   }
-  return Bad(Join(path, key), "unknown value \"" + text.substr(0, 64) + "\" (expected one of " +
-                                  allowed + ")");
+  return Bad(Join(path, key),
+             "unknown value \"" + text.substr(0, 64) + "\" (expected one of " + allowed + ")");
 }
 
 // ---- The types: writing ----------------------------------------------------------------
@@ -440,8 +441,8 @@ Status Read(const Json& o, const std::string& p, VmInfo* vm) {
   FERRY_TRY(ExpectObject(o, p));
   FERRY_TRY(ReadString(o, p, "name", &vm->name, Need::kRequired));
   FERRY_TRY(ReadString(o, p, "uuid", &vm->uuid));
-  FERRY_TRY(ReadEnum(o, p, "state", &vm->state, kVmStates, hypervisor::VmStateName,
-                     Need::kRequired));
+  FERRY_TRY(
+      ReadEnum(o, p, "state", &vm->state, kVmStates, hypervisor::VmStateName, Need::kRequired));
   FERRY_TRY(ReadBool(o, p, "persistent", &vm->persistent));
   FERRY_TRY(ReadInt(o, p, "vcpus", &vm->vcpus, 0, kMaxVcpus));
   FERRY_TRY(ReadInt(o, p, "max_vcpus", &vm->max_vcpus, 0, kMaxVcpus));
@@ -626,8 +627,8 @@ Status Read(const Json& o, const std::string& p, AgentJob* job) {
     job->events.push_back(std::move(ev));
     return Status::Ok();
   }));
-  FERRY_TRY(ReadI64(o, p, "started_at_ms", &job->started_at_ms, 0, kMaxTimestampMs,
-                    Need::kRequired));
+  FERRY_TRY(
+      ReadI64(o, p, "started_at_ms", &job->started_at_ms, 0, kMaxTimestampMs, Need::kRequired));
   return ReadI64(o, p, "finished_at_ms", &job->finished_at_ms, 0, kMaxTimestampMs);
 }
 
@@ -726,8 +727,8 @@ std::string ToJson(const VmXml& xml) {
 }
 
 std::string ToJson(const CpuCheck& check) {
-  const bool compatible = check.result == CpuCompatibility::kIdentical ||
-                          check.result == CpuCompatibility::kSuperset;
+  const bool compatible =
+      check.result == CpuCompatibility::kIdentical || check.result == CpuCompatibility::kSuperset;
   return OutJson{{"compatible", compatible},
                  {"result", std::string(CpuCompatibilityName(check.result))},
                  {"message", check.message}}
@@ -742,9 +743,8 @@ std::string ToJson(const PlatformCheckRequest& r) {
 }
 
 std::string ToJson(const PlatformCheck& c) {
-  return OutJson{{"machine_ok", c.machine_ok},
-                 {"firmware_ok", c.firmware_ok},
-                 {"message", c.message}}
+  return OutJson{
+      {"machine_ok", c.machine_ok}, {"firmware_ok", c.firmware_ok}, {"message", c.message}}
       .dump();
 }
 
@@ -764,8 +764,12 @@ std::string ToJson(const std::vector<AgentJob>& jobs) {
   return OutJson{{"jobs", std::move(list)}}.dump();
 }
 
-std::string CpuCheckRequestJson(const std::string& cpu_xml) {
-  return OutJson{{"cpu_xml", cpu_xml}}.dump();
+std::string ToJson(const CpuCheckRequest& r) {
+  return OutJson{{"cpu_xml", r.cpu_xml},
+                 {"virttype", r.target.virttype},
+                 {"arch", r.target.arch},
+                 {"machine", r.target.machine}}
+      .dump();
 }
 
 // ---- FromJson ----------------------------------------------------------------------------
@@ -795,17 +799,17 @@ Status FromJson(std::string_view json, VmXml* out) {
 Status FromJson(std::string_view json, CpuCheck* out) {
   Json j;
   FERRY_TRY(Parse(json, &j));
-  FERRY_TRY(ReadEnum(j, "", "result", &out->result, kCpuResults, CpuCompatibilityName,
-                     Need::kRequired));
+  FERRY_TRY(
+      ReadEnum(j, "", "result", &out->result, kCpuResults, CpuCompatibilityName, Need::kRequired));
   FERRY_TRY(ReadString(j, "", "message", &out->message));
   bool compatible = false;
   const bool has_compatible = j.contains("compatible") && !j.at("compatible").is_null();
   FERRY_TRY(ReadBool(j, "", "compatible", &compatible));
-  const bool by_result = out->result == CpuCompatibility::kIdentical ||
-                         out->result == CpuCompatibility::kSuperset;
+  const bool by_result =
+      out->result == CpuCompatibility::kIdentical || out->result == CpuCompatibility::kSuperset;
   if (has_compatible && compatible != by_result) {
-    return Bad("compatible", "contradicts result \"" +
-                                 std::string(CpuCompatibilityName(out->result)) + "\"");
+    return Bad("compatible",
+               "contradicts result \"" + std::string(CpuCompatibilityName(out->result)) + "\"");
   }
   return Status::Ok();
 }
@@ -838,8 +842,8 @@ Status FromJson(std::string_view json, AgentJobRecord* out) {
   Json j;
   FERRY_TRY(Parse(json, &j));
   int64_t version = 0;
-  FERRY_TRY(ReadI64(j, "", "version", &version, 0, std::numeric_limits<int32_t>::max(),
-                    Need::kRequired));
+  FERRY_TRY(
+      ReadI64(j, "", "version", &version, 0, std::numeric_limits<int32_t>::max(), Need::kRequired));
   if (version != kRecordVersion) {
     return Bad("version", "unsupported record version " + std::to_string(version) +
                               " (this agent reads " + std::to_string(kRecordVersion) + ")");
@@ -869,12 +873,14 @@ Status FromJson(std::string_view json, std::vector<AgentJob>* out) {
       Need::kRequired);
 }
 
-Status CpuCheckRequestFromJson(std::string_view json, std::string* cpu_xml) {
+Status FromJson(std::string_view json, CpuCheckRequest* out) {
   Json j;
   FERRY_TRY(Parse(json, &j));
-  FERRY_TRY(ReadString(j, "", "cpu_xml", cpu_xml, Need::kRequired));
-  if (cpu_xml->empty()) return Bad("cpu_xml", "must not be empty");
-  return Status::Ok();
+  FERRY_TRY(ReadString(j, "", "cpu_xml", &out->cpu_xml, Need::kRequired));
+  if (out->cpu_xml.empty()) return Bad("cpu_xml", "must not be empty");
+  FERRY_TRY(ReadString(j, "", "virttype", &out->target.virttype));
+  FERRY_TRY(ReadString(j, "", "arch", &out->target.arch));
+  return ReadString(j, "", "machine", &out->target.machine);
 }
 
 }  // namespace ferry::api

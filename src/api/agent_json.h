@@ -52,15 +52,23 @@ struct VmXml {
   std::string cpu_xml;  // its <cpu> element ("" if the domain has none)
 };
 
+// POST /agent/v1/checks/cpu request: the guest's <cpu> element (or its whole domain XML) and,
+// optionally, where it would run (virttype "qemu" for TCG guests: libvirt otherwise assumes
+// "kvm" wherever /dev/kvm exists).
+struct CpuCheckRequest {
+  std::string cpu_xml;           // required, non-empty
+  hypervisor::CpuTarget target;  // "virttype", "arch", "machine"; each optional
+};
+
 // POST /agent/v1/checks/platform request and answer.
 struct PlatformCheckRequest {
-  std::string arch;     // required, e.g. "x86_64"
-  std::string machine;  // required, e.g. "pc-i440fx-7.2"
+  std::string arch;                                             // required, e.g. "x86_64"
+  std::string machine;                                          // required, e.g. "pc-i440fx-7.2"
   hypervisor::Firmware firmware = hypervisor::Firmware::kBios;  // required: "bios" | "uefi"
 };
 struct PlatformCheck {
-  bool machine_ok = false;  // required
-  bool firmware_ok = false; // required
+  bool machine_ok = false;   // required
+  bool firmware_ok = false;  // required
   std::string message;
 };
 
@@ -125,8 +133,7 @@ std::string ToJson(const AgentJob& job);
 std::string ToJson(const AgentJobRecord& record);
 // {"jobs": [Job...]}.
 std::string ToJson(const std::vector<AgentJob>& jobs);
-// {"cpu_xml": ...}: the CPU check request body.
-std::string CpuCheckRequestJson(const std::string& cpu_xml);
+std::string ToJson(const CpuCheckRequest& request);
 
 // --- Parsing (untrusted input) -------------------------------------------------------------
 // On error *out is unspecified.
@@ -150,7 +157,6 @@ Status FromJson(std::string_view json, AgentJob* out);
 Status FromJson(std::string_view json, AgentJobRecord* out);
 // {"jobs": [...]}.
 Status FromJson(std::string_view json, std::vector<AgentJob>* out);
-// {"cpu_xml": "..."}; required, non-empty.
-Status CpuCheckRequestFromJson(std::string_view json, std::string* cpu_xml);
+Status FromJson(std::string_view json, CpuCheckRequest* out);
 
 }  // namespace ferry::api

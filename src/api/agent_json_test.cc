@@ -196,6 +196,13 @@ TEST(AgentJson, JobAndSpecRoundTrip) {
   EXPECT_TRUE(minimal.allow_auto_converge);
 }
 
+void ExpectBadCpu(const std::string& json, const std::string& message) {
+  CpuCheckRequest r;
+  Status s = FromJson(json, &r);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), message);
+}
+
 TEST(AgentJson, SmallTypesRoundTrip) {
   AgentHealth h{"host1", "0.1.0", "qemu+tcp://127.0.0.11/system", "tcp://127.0.0.11"};
   AgentHealth hb;
@@ -228,9 +235,15 @@ TEST(AgentJson, SmallTypesRoundTrip) {
   ASSERT_TRUE(FromJson(ToJson(x), &xb).ok());
   EXPECT_EQ(xb.cpu_xml, x.cpu_xml);
 
-  std::string cpu;
-  ASSERT_TRUE(CpuCheckRequestFromJson(CpuCheckRequestJson("<cpu/>"), &cpu).ok());
-  EXPECT_EQ(cpu, "<cpu/>");
+  CpuCheckRequest cr{"<cpu/>", {"qemu", "x86_64", "pc"}};
+  CpuCheckRequest cr_back;
+  ASSERT_TRUE(FromJson(ToJson(cr), &cr_back).ok());
+  EXPECT_EQ(cr_back.cpu_xml, "<cpu/>");
+  EXPECT_EQ(cr_back.target.virttype, "qemu");
+  EXPECT_EQ(cr_back.target.machine, "pc");
+  ASSERT_TRUE(FromJson(R"({"cpu_xml":"<cpu/>"})", &cr_back).ok());
+  ExpectBadCpu(R"({"cpu_xml":""})", "cpu_xml: must not be empty");
+  ExpectBadCpu(R"({"cpu_xml":"<cpu/>","arch":7})", "arch: expected a string");
 }
 
 // Asserts that parsing fails with kInvalidArgument and the message starts with `field: ` and
@@ -285,9 +298,8 @@ TEST(AgentJson, BadInputNamesTheField) {
   ExpectBad<AgentInventory>(
       R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running","firmware":"coreboot"}]})",
       "vms[0].firmware", "unknown value");
-  ExpectBad<AgentJob>(
-      R"({"id":"a","kind":"live","vm":"g","state":"exploded","started_at_ms":1})", "state",
-      "unknown value");
+  ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"exploded","started_at_ms":1})",
+                      "state", "unknown value");
   ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"failed","started_at_ms":1,
                           "error":{"code":"oops","message":"x"}})",
                       "error.code", "unknown error code");
@@ -300,12 +312,11 @@ TEST(AgentJson, BadInputNamesTheField) {
   ExpectBad<MigrationJobSpec>(
       R"({"id":"a","kind":"live","vm":"g1","timeout_ms":18446744073709551615})", "timeout_ms",
       "out of range");
-  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"live","vm":"g1","bandwidth":-1})",
-                              "bandwidth", "expected an unsigned integer");
+  ExpectBad<MigrationJobSpec>(R"({"id":"a","kind":"live","vm":"g1","bandwidth":-1})", "bandwidth",
+                              "expected an unsigned integer");
   ExpectBad<JobProgress>(R"({"throttle_percent":101})", "throttle_percent", "out of range");
   ExpectBad<JobProgress>(R"({"eta_ms":-2})", "eta_ms", "out of range");
-  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h","cpus":-1}})", "host.cpus",
-                            "out of range");
+  ExpectBad<AgentInventory>(R"({"host":{"hostname":"h","cpus":-1}})", "host.cpus", "out of range");
   ExpectBad<AgentInventory>(
       R"({"host":{"hostname":"h"},"vms":[{"name":"a","state":"running","vcpus":99999999}]})",
       "vms[0].vcpus", "out of range");
@@ -327,8 +338,8 @@ TEST(AgentJson, BadInputNamesTheField) {
   ExpectBad<CpuCheck>(R"({"compatible":true,"result":"incompatible"})", "compatible",
                       "contradicts");
   ExpectBad<AgentJobRecord>(R"({"version":2,"spec":{},"job":{}})", "version", "unsupported");
-  ExpectBad<PlatformCheckRequest>(R"({"arch":"x86_64","machine":"","firmware":"bios"})",
-                                  "machine", "must not be empty");
+  ExpectBad<PlatformCheckRequest>(R"({"arch":"x86_64","machine":"","firmware":"bios"})", "machine",
+                                  "must not be empty");
 
   // Too many events, too deep, not JSON at all.
   std::string events = "[";
@@ -337,7 +348,8 @@ TEST(AgentJson, BadInputNamesTheField) {
   }
   events += "]";
   ExpectBad<AgentJob>(R"({"id":"a","kind":"live","vm":"g","state":"running","started_at_ms":1,
-                          "events":)" + events + "}",
+                          "events":)" +
+                          events + "}",
                       "events", "too many items");
   ExpectBad<JobProgress>(std::string(100, '[') + std::string(100, ']'), "(document)",
                          "nested deeper");
@@ -351,9 +363,9 @@ TEST(AgentJson, JobIdsAndKindNames) {
   EXPECT_TRUE(IsValidJobId("m-1_2.3"));
   EXPECT_FALSE(IsValidJobId("a/b"));
   EXPECT_FALSE(IsValidJobId(std::string(129, 'a')));
-  for (MigrationKind k : {MigrationKind::kLive, MigrationKind::kLiveStorage,
-                          MigrationKind::kLiveVsm, MigrationKind::kQuick,
-                          MigrationKind::kReregister}) {
+  for (MigrationKind k :
+       {MigrationKind::kLive, MigrationKind::kLiveStorage, MigrationKind::kLiveVsm,
+        MigrationKind::kQuick, MigrationKind::kReregister}) {
     auto back = MigrationKindFromWireName(MigrationKindWireName(k));
     ASSERT_TRUE(back.ok());
     EXPECT_EQ(*back, k);
