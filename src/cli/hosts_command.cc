@@ -41,13 +41,10 @@ int RunHostCall(const ServerArgs& global, const HostsArgs& a, const std::string&
   auto conn = ResolveConnection(global, a.local);
   if (!conn.ok()) return ReportError(OutputMode::kText, name, conn.status());
   ApiClient client(*conn);
-  Result<std::string> body = Status::Internal("unreachable");
-  if (command == "add") {
-    body = client.Post("/api/v1/hosts",
-                       HostCreateJson(a.id, a.name, a.cluster, a.agent_url, a.agent_token));
-  } else {
-    body = client.Post(HostPath(a.id) + "/refresh", "{}");
-  }
+  Result<std::string> body =
+      command == "add" ? client.Post("/api/v1/hosts", HostCreateJson(a.id, a.name, a.cluster,
+                                                                     a.agent_url, a.agent_token))
+                       : client.Post(HostPath(a.id) + "/refresh", "{}");
   if (!body.ok()) return ReportError(conn->mode, name, body.status());
   auto host = ParseHost(*body);
   if (!host.ok()) return ReportError(conn->mode, name, host.status());
