@@ -18,8 +18,9 @@ class HttpAgentLink : public AgentLink {
     return std::move(inv.inventory);
   }
   Result<api::VmXml> GetVmXml(const std::string& vm) override { return client_.GetVmXml(vm); }
-  Result<hypervisor::CpuCheck> CheckCpu(const std::string& cpu_xml) override {
-    return client_.CheckCpu(cpu_xml);
+  Result<hypervisor::CpuCheck> CheckCpu(const std::string& cpu_xml,
+                                        const hypervisor::CpuTarget& target) override {
+    return client_.CheckCpu(cpu_xml, target);
   }
   Result<api::PlatformCheck> CheckPlatform(const api::PlatformCheckRequest& request) override {
     return client_.CheckPlatform(request);

@@ -24,7 +24,9 @@ class AgentLink {
   virtual Result<api::AgentHealth> Health() = 0;
   virtual Result<hypervisor::Inventory> Inventory() = 0;
   virtual Result<api::VmXml> GetVmXml(const std::string& vm) = 0;
-  virtual Result<hypervisor::CpuCheck> CheckCpu(const std::string& cpu_xml) = 0;
+  // `target`: where the guest would run (its domain type, arch, machine).
+  virtual Result<hypervisor::CpuCheck> CheckCpu(const std::string& cpu_xml,
+                                                const hypervisor::CpuTarget& target) = 0;
   virtual Result<api::PlatformCheck> CheckPlatform(const api::PlatformCheckRequest& request) = 0;
   // Idempotent by spec.id: starting a job the agent already has returns it.
   virtual Result<api::AgentJob> StartJob(const agent::MigrationJobSpec& spec) = 0;

@@ -257,7 +257,8 @@ MigrationPlan Ferryd::PlanOne(const std::string& vm_name, const std::string& sou
     if (!xml.ok()) {
       in.agent_error = source + ": " + xml.status().ToString();
     } else {
-      Result<hypervisor::CpuCheck> cpu = tlink->CheckCpu(xml->cpu_xml);
+      Result<hypervisor::CpuCheck> cpu = tlink->CheckCpu(
+          xml->cpu_xml, hypervisor::CpuTarget{vm->domain_type, vm->arch, vm->machine_type});
       if (cpu.ok()) {
         in.cpu = *cpu;
       } else {

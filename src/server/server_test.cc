@@ -291,7 +291,7 @@ class FakeAgent : public AgentLink {
   Result<api::VmXml> GetVmXml(const std::string& vm) override {
     return api::VmXml{"<domain/>", "<cpu/>"};
   }
-  Result<hypervisor::CpuCheck> CheckCpu(const std::string&) override {
+  Result<hypervisor::CpuCheck> CheckCpu(const std::string&, const hypervisor::CpuTarget&) override {
     return hypervisor::CpuCheck{CpuCompatibility::kIdentical, ""};
   }
   Result<api::PlatformCheck> CheckPlatform(const api::PlatformCheckRequest&) override {
