@@ -254,7 +254,11 @@ Result<std::unique_ptr<LibvirtHost>> LibvirtHost::Connect(const std::string& uri
 Result<HostFacts> LibvirtHost::Facts() const { return impl_->Facts(); }
 
 Result<Domain> LibvirtHost::Impl::LookupDomain(const std::string& name) const {
-  Domain dom(virDomainLookupByName(conn, name.c_str()));
+  return LookupDomain(conn, name);
+}
+
+Result<Domain> LibvirtHost::Impl::LookupDomain(virConnectPtr c, const std::string& name) const {
+  Domain dom(virDomainLookupByName(c, name.c_str()));
   if (!dom) {
     if (virGetLastErrorCode() == VIR_ERR_NO_DOMAIN) {
       return Status::NotFound(uri + ": no VM named '" + name + "'");
@@ -262,6 +266,12 @@ Result<Domain> LibvirtHost::Impl::LookupDomain(const std::string& name) const {
     return Error("virDomainLookupByName " + name);
   }
   return dom;
+}
+
+Result<Connection> LibvirtHost::Impl::OpenSideConnection() const {
+  Connection c(virConnectOpen(uri.c_str()));
+  if (!c) return Error("virConnectOpen (side connection)");
+  return c;
 }
 
 Result<VmInfo> LibvirtHost::GetVm(const std::string& name) const {

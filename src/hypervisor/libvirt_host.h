@@ -60,7 +60,9 @@ class LibvirtHost {
   // --- Live migration (this connection is the source) ---------------------------------
   // Blocks until the migration finished (OK), failed or was aborted (kIo / kCancelled with
   // libvirt's message). Run it on its own thread; the calls below may be made meanwhile
-  // from other threads to watch and steer it.
+  // from other threads to watch and steer it (Migrate, Save and Restore run on a connection
+  // of their own: libvirt 9.0's client stalls other calls on a connection that is waiting
+  // for a migration).
   Status Migrate(const std::string& name, const MigrateParams& params) const;
   // Statistics of the domain's current job (completed=true: of the last finished job).
   Result<JobStats> GetJobStats(const std::string& name, bool completed = false) const;

@@ -40,7 +40,11 @@ using Domain = std::unique_ptr<virDomain, DomainFree>;
 using Pool = std::unique_ptr<virStoragePool, PoolFree>;
 using Vol = std::unique_ptr<virStorageVol, VolFree>;
 using Network = std::unique_ptr<virNetwork, NetworkFree>;
+struct ConnectionClose {
+  void operator()(virConnectPtr p) const { virConnectClose(p); }
+};
 using CString = std::unique_ptr<char, CharFree>;
+using Connection = std::unique_ptr<virConnect, ConnectionClose>;
 
 // Takes ownership of an array virConnectListAll* returned (the array itself and each element).
 template <typename Ptr, typename T>
@@ -77,6 +81,14 @@ struct LibvirtHost::Impl {
 
   // The domain by name; kNotFound "URI: no VM named 'NAME'".
   Result<Domain> LookupDomain(const std::string& name) const;
+  Result<Domain> LookupDomain(virConnectPtr c, const std::string& name) const;
+
+  // A second connection to the same daemon, for calls that block for long (migration, save,
+  // restore). Found in the lab: while one thread waits in virDomainMigrateToURI3 on a
+  // connection, libvirt 9.0's client does not get other threads' calls on that connection
+  // answered (virDomainGetState, virDomainAbortJob wait until the migration ends), which would
+  // make steering and aborting a migration impossible.
+  Result<Connection> OpenSideConnection() const;
 
   Result<HostFacts> Facts() const;
   Result<std::vector<PoolInfo>> Pools() const;

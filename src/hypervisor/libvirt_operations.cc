@@ -75,9 +75,7 @@ struct StatsFree {
 using StatsList = std::unique_ptr<virDomainStatsRecordPtr, StatsFree>;
 
 // bytes/s -> libvirt's MiB/s, rounded up so a small cap does not become "none".
-uint64_t MiBsFromBytes(uint64_t bytes_per_s) {
-  return (bytes_per_s + kMiB - 1) / kMiB;
-}
+uint64_t MiBsFromBytes(uint64_t bytes_per_s) { return (bytes_per_s + kMiB - 1) / kMiB; }
 
 std::string EscapeXml(const std::string& s) {
   std::string out;
@@ -268,7 +266,9 @@ Status LibvirtHost::Migrate(const std::string& name, const MigrateParams& p) con
   if (!p.migrate_disks.empty() && !p.non_shared_disk) {
     return Status::InvalidArgument("migrate " + name + ": migrate_disks without non_shared_disk");
   }
-  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(name));
+  // Its own connection, so that other threads can watch, steer and abort meanwhile.
+  FERRY_ASSIGN_OR_RETURN(const Connection side, impl_->OpenSideConnection());
+  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(side.get(), name));
   TypedParams params;
   bool added = true;
   if (!p.migration_uri.empty()) added &= params.AddString(VIR_MIGRATE_PARAM_URI, p.migration_uri);
@@ -343,8 +343,8 @@ Result<JobStats> LibvirtHost::GetJobStats(const std::string& name, bool complete
   int state = 0;
   int reason = 0;
   if (!completed && virDomainGetState(dom.get(), &state, &reason, 0) == 0) {
-    s.postcopy = state == VIR_DOMAIN_PAUSED &&
-                 (reason == VIR_DOMAIN_PAUSED_POSTCOPY || reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED);
+    s.postcopy = state == VIR_DOMAIN_PAUSED && (reason == VIR_DOMAIN_PAUSED_POSTCOPY ||
+                                                reason == VIR_DOMAIN_PAUSED_POSTCOPY_FAILED);
   }
   if (s.memory_postcopy_requests > 0) s.postcopy = true;
   return s;
@@ -389,9 +389,8 @@ Status LibvirtHost::StartPostCopy(const std::string& name) const {
 
 Result<uint64_t> LibvirtHost::MeasureDirtyRate(const std::string& name, int seconds) const {
   if (seconds < 1 || seconds > kMaxDirtyRateSeconds) {
-    return Status::InvalidArgument("measure dirty rate " + name + ": " +
-                                   std::to_string(seconds) + " s is not in 1.." +
-                                   std::to_string(kMaxDirtyRateSeconds));
+    return Status::InvalidArgument("measure dirty rate " + name + ": " + std::to_string(seconds) +
+                                   " s is not in 1.." + std::to_string(kMaxDirtyRateSeconds));
   }
   FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(name));
   struct Calc {
@@ -447,7 +446,8 @@ Result<uint64_t> LibvirtHost::MeasureDirtyRate(const std::string& name, int seco
 
 Status LibvirtHost::Save(const std::string& name, const std::string& path) const {
   if (path.empty()) return Status::InvalidArgument("save " + name + ": no path");
-  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(name));
+  FERRY_ASSIGN_OR_RETURN(const Connection side, impl_->OpenSideConnection());
+  FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(side.get(), name));
   if (virDomainSave(dom.get(), path.c_str()) < 0) {
     return impl_->Error("virDomainSave " + name + " to " + path);
   }
@@ -456,7 +456,8 @@ Status LibvirtHost::Save(const std::string& name, const std::string& path) const
 
 Status LibvirtHost::Restore(const std::string& path, const std::string& dest_xml) const {
   if (path.empty()) return Status::InvalidArgument("restore: no path");
-  if (virDomainRestoreFlags(impl_->conn, path.c_str(), OrNull(dest_xml), 0) < 0) {
+  FERRY_ASSIGN_OR_RETURN(const Connection side, impl_->OpenSideConnection());
+  if (virDomainRestoreFlags(side.get(), path.c_str(), OrNull(dest_xml), 0) < 0) {
     return impl_->Error("virDomainRestoreFlags " + path);
   }
   return Status::Ok();
@@ -482,8 +483,8 @@ Status LibvirtHost::BlockCopy(const std::string& name, const BlockCopyParams& p)
   unsigned int flags = VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB;
   if (p.reuse_existing) flags |= VIR_DOMAIN_BLOCK_COPY_REUSE_EXT;
   if (p.synchronous_writes) flags |= VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES;
-  if (virDomainBlockCopy(dom.get(), p.disk.c_str(), dest_xml.c_str(), params.get(),
-                         params.size(), flags) < 0) {
+  if (virDomainBlockCopy(dom.get(), p.disk.c_str(), dest_xml.c_str(), params.get(), params.size(),
+                         flags) < 0) {
     return impl_->Error("virDomainBlockCopy " + name + " " + p.disk + " to " + p.dest_path);
   }
   return Status::Ok();
@@ -524,8 +525,8 @@ Status LibvirtHost::BlockJobAbort(const std::string& name, const std::string& di
   FERRY_ASSIGN_OR_RETURN(const Domain dom, impl_->LookupDomain(name));
   if (virDomainBlockJobAbort(dom.get(), disk.c_str(),
                              pivot ? VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT : 0) < 0) {
-    return impl_->Error(std::string("virDomainBlockJobAbort") + (pivot ? "(pivot) " : " ") +
-                        name + " " + disk);
+    return impl_->Error(std::string("virDomainBlockJobAbort") + (pivot ? "(pivot) " : " ") + name +
+                        " " + disk);
   }
   return Status::Ok();
 }
@@ -548,18 +549,13 @@ Result<CpuCheck> LibvirtHost::CompareCpu(const std::string& xml, const CpuTarget
       impl_->conn, nullptr, OrNull(in.target.arch), OrNull(in.target.machine),
       OrNull(in.target.virttype), in.cpu_xml.c_str(), VIR_CONNECT_COMPARE_CPU_FAIL_INCOMPATIBLE);
   switch (rc) {
-    case VIR_CPU_COMPARE_IDENTICAL:
-      check.result = CpuCompatibility::kIdentical;
-      return check;
-    case VIR_CPU_COMPARE_SUPERSET:
-      check.result = CpuCompatibility::kSuperset;
-      return check;
+    case VIR_CPU_COMPARE_IDENTICAL: check.result = CpuCompatibility::kIdentical; return check;
+    case VIR_CPU_COMPARE_SUPERSET: check.result = CpuCompatibility::kSuperset; return check;
     case VIR_CPU_COMPARE_INCOMPATIBLE:
       check.result = CpuCompatibility::kIncompatible;
       check.message = "incompatible";
       return check;
-    default:
-      break;
+    default: break;
   }
   if (virGetLastErrorCode() == VIR_ERR_CPU_INCOMPATIBLE) {
     check.result = CpuCompatibility::kIncompatible;
@@ -594,8 +590,8 @@ Result<std::vector<std::string>> LibvirtHost::MachineTypes(const std::string& ar
 }
 
 Result<bool> LibvirtHost::SupportsUefi(const std::string& arch, const std::string& machine) const {
-  CString xml(virConnectGetDomainCapabilities(impl_->conn, nullptr, OrNull(arch),
-                                              OrNull(machine), nullptr, 0));
+  CString xml(virConnectGetDomainCapabilities(impl_->conn, nullptr, OrNull(arch), OrNull(machine),
+                                              nullptr, 0));
   if (!xml) {
     return impl_->Error("virConnectGetDomainCapabilities " + arch + " " + machine);
   }
@@ -642,8 +638,8 @@ Result<std::string> LibvirtHost::CreateVolume(const std::string& pool_name, cons
   }
   virResetLastError();
   const std::string xml = "<volume><name>" + EscapeXml(name) + "</name><capacity unit='bytes'>" +
-                          std::to_string(capacity) + "</capacity><target><format type='" +
-                          format + "'/></target></volume>";
+                          std::to_string(capacity) + "</capacity><target><format type='" + format +
+                          "'/></target></volume>";
   Vol vol(virStorageVolCreateXML(pool.get(), xml.c_str(), 0));
   if (!vol) return impl_->Error("virStorageVolCreateXML " + pool_name + "/" + name);
   CString path(virStorageVolGetPath(vol.get()));
