@@ -85,11 +85,10 @@ class TestContext : public JobContext {
 };
 
 void PrintResult(const std::string& what, const JobResult& r) {
-  std::printf("%s: %lld ms, %llu bytes, qemu downtime %lld ms, guest downtime %lld ms\n",
-              what.c_str(), static_cast<long long>(r.total_ms),
-              static_cast<unsigned long long>(r.bytes_sent),
-              static_cast<long long>(r.qemu_downtime_ms),
-              static_cast<long long>(r.guest_downtime_ms));
+  std::printf(
+      "%s: %lld ms, %llu bytes, qemu downtime %lld ms, guest downtime %lld ms\n", what.c_str(),
+      static_cast<long long>(r.total_ms), static_cast<unsigned long long>(r.bytes_sent),
+      static_cast<long long>(r.qemu_downtime_ms), static_cast<long long>(r.guest_downtime_ms));
 }
 
 long long LastDurableSeq(const ConsoleWatcher& c) {
