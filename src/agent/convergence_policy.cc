@@ -69,8 +69,8 @@ std::string_view ConvergenceVerdictName(ConvergenceVerdict verdict) {
   return "?";
 }
 
-ConvergencePrediction PredictConvergence(std::optional<uint64_t> measured_rate,
-                                         uint64_t link_rate, const ConvergenceBudget& budget) {
+ConvergencePrediction PredictConvergence(std::optional<uint64_t> measured_rate, uint64_t link_rate,
+                                         const ConvergenceBudget& budget) {
   ConvergencePrediction p;
   const uint64_t dirty_rate = measured_rate.value_or(0);
   p.dirty_rate = dirty_rate;
@@ -91,8 +91,8 @@ ConvergencePrediction PredictConvergence(std::optional<uint64_t> measured_rate,
   const double ratio = static_cast<double>(dirty_rate) / static_cast<double>(link_rate);
   if (ratio < kConvergesRatio) {
     p.verdict = ConvergenceVerdict::kConverges;
-    p.message = "dirty rate " + Rate(dirty_rate) + " is well below the link's " +
-                Rate(link_rate) + ": pre-copy should converge within the " + b + " budget";
+    p.message = "dirty rate " + Rate(dirty_rate) + " is well below the link's " + Rate(link_rate) +
+                ": pre-copy should converge within the " + b + " budget";
     return p;
   }
   if (ratio < 1.0) {
@@ -101,9 +101,8 @@ ConvergencePrediction PredictConvergence(std::optional<uint64_t> measured_rate,
                 ": passes will shrink slowly; the downtime limit may have to rise toward " + b;
     return p;
   }
-  p.needed_downtime_ms =
-      TransferMs(static_cast<uint64_t>(static_cast<double>(dirty_rate) * kHotSetSeconds),
-                 link_rate);
+  p.needed_downtime_ms = TransferMs(
+      static_cast<uint64_t>(static_cast<double>(dirty_rate) * kHotSetSeconds), link_rate);
   const std::string head = "dirty rate " + Rate(dirty_rate) + " exceeds the link's " +
                            Rate(link_rate) + "; would need " + Ms(p.needed_downtime_ms) +
                            " downtime, budget " + b;
@@ -209,9 +208,8 @@ std::string ConvergencePolicy::ShortfallText() const {
         (r > 0 ? Rate(r) : std::string("unknown")) + ", link " +
         (l > 0 ? Rate(l) : std::string("unknown")) + ")";
   } else {
-    t = "the first pass did not finish (dirty rate " +
-        (r > 0 ? Rate(r) : std::string("unknown")) + ", link " +
-        (l > 0 ? Rate(l) : std::string("unknown")) + ")";
+    t = "the first pass did not finish (dirty rate " + (r > 0 ? Rate(r) : std::string("unknown")) +
+        ", link " + (l > 0 ? Rate(l) : std::string("unknown")) + ")";
   }
   if (needed >= 0) t += "; would need " + Ms(needed) + " downtime";
   t += ", budget " + Ms(budget_.max_downtime_ms);
@@ -273,8 +271,8 @@ void ConvergencePolicy::OnPassPoint(const hypervisor::JobStats& stats,
     ++points_without_throttle_rise_;
   }
 
-  if (best_remaining_ == 0 || static_cast<double>(r) <
-                                  kProgressFactor * static_cast<double>(best_remaining_)) {
+  if (best_remaining_ == 0 ||
+      static_cast<double>(r) < kProgressFactor * static_cast<double>(best_remaining_)) {
     best_remaining_ = r == 0 ? 1 : r;
     stalls_ = 0;
     return;
@@ -282,13 +280,13 @@ void ConvergencePolicy::OnPassPoint(const hypervisor::JobStats& stats,
   ++stalls_;
   if (stalls_ < kStallsToEscalate) return;
 
-  const std::string where =
-      "remaining memory stopped shrinking at " + Mib(best_remaining_) + " (pass " +
-      std::to_string(stats.memory_iteration) + ", now " + Mib(r) + ")";
+  const std::string where = "remaining memory stopped shrinking at " + Mib(best_remaining_) +
+                            " (pass " + std::to_string(stats.memory_iteration) + ", now " + Mib(r) +
+                            ")";
   if (downtime_ms_ < budget_.max_downtime_ms) {
     const int64_t step = std::max<int64_t>(
-        1, static_cast<int64_t>(static_cast<double>(budget_.max_downtime_ms) *
-                                kDowntimeStepFraction));
+        1,
+        static_cast<int64_t>(static_cast<double>(budget_.max_downtime_ms) * kDowntimeStepFraction));
     const int64_t next = std::min(budget_.max_downtime_ms, downtime_ms_ + step);
     PolicyAction a;
     a.type = PolicyActionType::kSetDowntime;

@@ -27,11 +27,11 @@ struct ConvergenceBudget {
 };
 
 enum class ConvergenceVerdict {
-  kUnknown,        // the link speed or the dirty rate is not known yet
-  kConverges,      // dirty rate well below the link: pre-copy alone converges
-  kMarginal,       // below the link but close: passes shrink slowly, escalation may be needed
+  kUnknown,          // the link speed or the dirty rate is not known yet
+  kConverges,        // dirty rate well below the link: pre-copy alone converges
+  kMarginal,         // below the link but close: passes shrink slowly, escalation may be needed
   kNeedsEscalation,  // dirty rate at or above the link: only auto-converge/post-copy help
-  kImpossible,     // like kNeedsEscalation with no escalation allowed: the budget cannot be met
+  kImpossible,       // like kNeedsEscalation with no escalation allowed: the budget cannot be met
 };
 std::string_view ConvergenceVerdictName(ConvergenceVerdict verdict);
 

@@ -103,8 +103,7 @@ TEST(ConvergencePolicy, PredictionTable) {
   const ConvergenceBudget b = Budget(false, false);
   EXPECT_EQ(PredictConvergence(10 * kMiB, 100 * kMiB, b).verdict, ConvergenceVerdict::kConverges);
   EXPECT_EQ(PredictConvergence(90 * kMiB, 100 * kMiB, b).verdict, ConvergenceVerdict::kMarginal);
-  EXPECT_EQ(PredictConvergence(200 * kMiB, 100 * kMiB, b).verdict,
-            ConvergenceVerdict::kImpossible);
+  EXPECT_EQ(PredictConvergence(200 * kMiB, 100 * kMiB, b).verdict, ConvergenceVerdict::kImpossible);
   EXPECT_EQ(PredictConvergence(200 * kMiB, 100 * kMiB, b).needed_downtime_ms, 2000);
   EXPECT_EQ(PredictConvergence(std::nullopt, 100 * kMiB, b).verdict, ConvergenceVerdict::kUnknown);
   EXPECT_EQ(PredictConvergence(10 * kMiB, 0, b).verdict, ConvergenceVerdict::kUnknown);
@@ -238,8 +237,7 @@ TEST(ConvergencePolicy, TimeLimitAborts) {
   }
   ASSERT_TRUE(p.aborted());
   EXPECT_NE(abort_message.find("time limit 5000 ms"), std::string::npos) << abort_message;
-  EXPECT_NE(abort_message.find("first pass did not finish"), std::string::npos)
-      << abort_message;
+  EXPECT_NE(abort_message.find("first pass did not finish"), std::string::npos) << abort_message;
 }
 
 TEST(ConvergencePolicy, DefaultTimeLimitScalesWithMemoryOverLink) {

@@ -41,7 +41,7 @@ constexpr int kDirtyRateSeconds = 1;          // MeasureDirtyRate window
 constexpr int64_t kHeartbeatSettleMs = 3000;  // wait for the guest's heartbeats afterwards
 constexpr uint64_t kSettleBeats = 5;
 constexpr int kCompareWorkers = 2;
-constexpr int kStatsFailuresToWarn = 5;       // consecutive failed polls (1 s)
+constexpr int kStatsFailuresToWarn = 5;  // consecutive failed polls (1 s)
 constexpr int64_t kNsPerMs = 1000000;
 
 bool IsRunning(VmState s) { return s == VmState::kRunning || s == VmState::kBlocked; }
@@ -161,15 +161,11 @@ class MigrationJob {
     }
     Phase("preparing");
     FERRY_ASSIGN_OR_RETURN(src_, LibvirtHost::Connect(spec_.source_uri));
-    // A second connection to watch and steer a running migration or save: on the connection
-    // that runs virDomainMigrateToURI3 (peer-to-peer) libvirt 9.0 answers other calls only
-    // after the migration ended (measured in the lab: GetJobStats waited 89 s).
-    FERRY_ASSIGN_OR_RETURN(mon_, LibvirtHost::Connect(spec_.source_uri));
     if (needs_target) {
       FERRY_ASSIGN_OR_RETURN(dst_, LibvirtHost::Connect(spec_.target_uri));
     }
-    const std::string what = std::string(MigrationKindName(spec_.kind)) + " migration of " +
-                             spec_.vm;
+    const std::string what =
+        std::string(MigrationKindName(spec_.kind)) + " migration of " + spec_.vm;
     Result<JobResult> r = Status::Internal("unreachable");
     switch (spec_.kind) {
       case MigrationKind::kLive: r = RunLive(false); break;
@@ -242,8 +238,8 @@ class MigrationJob {
     p.bytes_total = st.data_total;
     p.bytes_done = st.data_processed;
     p.bytes_remaining = st.data_remaining;
-    p.eta_ms = p.rate > 0 ? static_cast<int64_t>(static_cast<double>(st.data_remaining) *
-                                                 1000.0 / static_cast<double>(p.rate))
+    p.eta_ms = p.rate > 0 ? static_cast<int64_t>(static_cast<double>(st.data_remaining) * 1000.0 /
+                                                 static_cast<double>(p.rate))
                           : -1;
     p.iteration = st.memory_iteration;
     p.throttle_percent = st.auto_converge_throttle;
@@ -279,6 +275,7 @@ class MigrationJob {
                                      ": a live migration needs a running VM (use reregister)");
     }
     FERRY_TRY(CheckAbsentOnTarget());
+    Event("info", "source and target checked in " + std::to_string(ElapsedMs()) + " ms");
 
     // live-vsm: empty volumes on the target of the same size; libvirt copies into them.
     MigrateParams params;
@@ -388,27 +385,27 @@ class MigrationJob {
           case PolicyActionType::kNote: Note(a.message); break;
           case PolicyActionType::kSetDowntime: {
             Note(a.message);
-            Status s = mon_->SetMaxDowntime(spec_.vm, a.downtime_ms);
+            Status s = src_->SetMaxDowntime(spec_.vm, a.downtime_ms);
             if (!s.ok()) Warn("set downtime limit: " + s.message());
             progress_.downtime_limit_ms = a.downtime_ms;
             break;
           }
           case PolicyActionType::kSetSpeed: {
             Note(a.message);
-            Status s = mon_->SetMaxSpeed(spec_.vm, a.speed);
+            Status s = src_->SetMaxSpeed(spec_.vm, a.speed);
             if (!s.ok()) Warn("set speed: " + s.message());
             break;
           }
           case PolicyActionType::kStartPostCopy: {
             Note(a.message);
-            Status s = mon_->StartPostCopy(spec_.vm);
+            Status s = src_->StartPostCopy(spec_.vm);
             if (!s.ok()) Warn("start post-copy: " + s.message());
             break;
           }
           case PolicyActionType::kAbort: {
             Event("warning", "aborting: " + a.message);
             result_.notes.push_back("abort: " + a.message);
-            Status s = mon_->AbortJob(spec_.vm);
+            Status s = src_->AbortJob(spec_.vm);
             if (!s.ok()) Warn("abort job: " + s.message());
             abort_sent = true;
             break;
@@ -416,36 +413,36 @@ class MigrationJob {
         }
       }
     };
-    Status mig = RunPolled(
-        [&] { return src_->Migrate(spec_.vm, params); },
-        [&] {
-          const int64_t now = ElapsedMs() - started_ms;
-          if (ctx_.cancelled() && !cancel_seen) {
-            cancel_seen = true;
-            apply(policy.OnCancel());
-          }
-          if (spec_.timeout_ms > 0 && now > spec_.timeout_ms && !policy.aborted() && vsm &&
-              !policy.postcopy_started()) {
-            // live-vsm: the disk copy counts toward the job's time limit too.
-            abort_sent = true;
-            Event("warning", "aborting: time limit " + std::to_string(spec_.timeout_ms) +
-                                 " ms reached");
-            (void)mon_->AbortJob(spec_.vm);
-          }
-          Result<JobStats> st = mon_->GetJobStats(spec_.vm);
-          if (!st.ok()) {
-            // Right after the switchover the source no longer has the domain: say something
-            // only when statistics stay unavailable for a while.
-            if (++stats_failures == kStatsFailuresToWarn) {
-              Warn("job statistics: " + st.status().message());
-            }
-            return;
-          }
-          stats_failures = 0;
-          if (!st->active) return;
-          apply(policy.OnSample(*st, now));
-          ProgressFromStats(*st, &policy);
-        });
+    Status mig =
+        RunPolled([&] { return src_->Migrate(spec_.vm, params); },
+                  [&] {
+                    const int64_t now = ElapsedMs() - started_ms;
+                    if (ctx_.cancelled() && !cancel_seen) {
+                      cancel_seen = true;
+                      apply(policy.OnCancel());
+                    }
+                    if (spec_.timeout_ms > 0 && now > spec_.timeout_ms && !policy.aborted() &&
+                        vsm && !policy.postcopy_started()) {
+                      // live-vsm: the disk copy counts toward the job's time limit too.
+                      abort_sent = true;
+                      Event("warning", "aborting: time limit " + std::to_string(spec_.timeout_ms) +
+                                           " ms reached");
+                      (void)src_->AbortJob(spec_.vm);
+                    }
+                    Result<JobStats> st = src_->GetJobStats(spec_.vm);
+                    if (!st.ok()) {
+                      // Right after the switchover the source no longer has the domain: say
+                      // something only when statistics stay unavailable for a while.
+                      if (++stats_failures == kStatsFailuresToWarn) {
+                        Warn("job statistics: " + st.status().message());
+                      }
+                      return;
+                    }
+                    stats_failures = 0;
+                    if (!st->active) return;
+                    apply(policy.OnSample(*st, now));
+                    ProgressFromStats(*st, &policy);
+                  });
     const int64_t end_ns = lab::ConsoleWatcher::NowNs();
 
     if (!mig.ok()) {
@@ -463,10 +460,10 @@ class MigrationJob {
         return Status::Cancelled("cancelled; " + where);
       }
       if (policy.aborted() || abort_sent) {
-        return Status::Unsupported(
-            "aborted, " + where + ": " +
-            policy.abort_reason().value_or("time limit " + std::to_string(spec_.timeout_ms) +
-                                           " ms reached"));
+        return Status::Unsupported("aborted, " + where + ": " +
+                                   policy.abort_reason().value_or("time limit " +
+                                                                  std::to_string(spec_.timeout_ms) +
+                                                                  " ms reached"));
       }
       return mig.WithContext(where);
     }
@@ -606,12 +603,11 @@ class MigrationJob {
       moves.push_back(std::move(m));
     }
     if (moves.empty()) {
-      return Status::InvalidArgument(spec_.vm + " has no disk outside pool " +
-                                     spec_.target_pool);
+      return Status::InvalidArgument(spec_.vm + " has no disk outside pool " + spec_.target_pool);
     }
     for (DiskMove& m : moves) {
-      Result<std::string> path = src_->CreateVolume(
-          spec_.target_pool, Basename(m.disk.source_path), m.disk.capacity_bytes, m.new_format);
+      Result<std::string> path = src_->CreateVolume(spec_.target_pool, Basename(m.disk.source_path),
+                                                    m.disk.capacity_bytes, m.new_format);
       if (!path.ok()) {
         return RollbackStorage(moves, false,
                                path.status().WithContext("create volume for " + m.disk.target +
@@ -667,8 +663,8 @@ class MigrationJob {
       }
       const int64_t now = ElapsedMs();
       if (last_sample_ms_ >= 0 && now > last_sample_ms_ && cur >= last_processed_) {
-        progress_.rate = static_cast<uint64_t>(static_cast<double>(cur - last_processed_) *
-                                               1000.0 / static_cast<double>(now - last_sample_ms_));
+        progress_.rate = static_cast<uint64_t>(static_cast<double>(cur - last_processed_) * 1000.0 /
+                                               static_cast<double>(now - last_sample_ms_));
       }
       last_sample_ms_ = now;
       last_processed_ = cur;
@@ -734,8 +730,8 @@ class MigrationJob {
   // The paused guest's old and new copies must read the same (the mirror is synchronous and
   // QEMU flushed both when it paused).
   Status CompareCopies(const DiskMove& m) {
-    auto open = [](const std::string& path, const std::string& format)
-        -> Result<std::unique_ptr<BlockSource>> {
+    auto open = [](const std::string& path,
+                   const std::string& format) -> Result<std::unique_ptr<BlockSource>> {
       OpenOptions o;
       FERRY_ASSIGN_OR_RETURN(ImageFormat f, ParseImageFormat(format));
       o.format = f;
@@ -815,9 +811,9 @@ class MigrationJob {
                              [&] {
                                if (ctx_.cancelled() && !cancel_seen) {
                                  cancel_seen = true;
-                                 (void)mon_->AbortJob(spec_.vm);
+                                 (void)src_->AbortJob(spec_.vm);
                                }
-                               Result<JobStats> st = mon_->GetJobStats(spec_.vm);
+                               Result<JobStats> st = src_->GetJobStats(spec_.vm);
                                if (st.ok() && st->active) ProgressFromStats(*st, nullptr);
                              });
     auto remove_save = [&] { std::filesystem::remove(save_path, ec); };
@@ -862,16 +858,18 @@ class MigrationJob {
         Status again = dst_->Save(spec_.vm, save_path);
         if (!again.ok()) {
           remove_save();
-          return def.WithContext("define on the target (the VM runs there, transient; saving it "
-                                 "back failed: " +
-                                 again.message() + ")");
+          return def.WithContext(
+              "define on the target (the VM runs there, transient; saving it "
+              "back failed: " +
+              again.message() + ")");
         }
         return restore_on_source(def.WithContext("define on the target"));
       }
       Status undef = src_->Undefine(spec_.vm);
       if (!undef.ok()) {
         remove_save();
-        return undef.WithContext(spec_.vm + " runs on the target, but its stale definition on "
+        return undef.WithContext(spec_.vm +
+                                 " runs on the target, but its stale definition on "
                                  "the source could not be removed");
       }
     }
@@ -891,8 +889,7 @@ class MigrationJob {
   Result<JobResult> RunReregister() {
     FERRY_ASSIGN_OR_RETURN(VmState s, src_->State(spec_.vm));
     if (s != VmState::kShutoff) {
-      return Status::InvalidArgument(spec_.vm + " is " +
-                                     std::string(hypervisor::VmStateName(s)) +
+      return Status::InvalidArgument(spec_.vm + " is " + std::string(hypervisor::VmStateName(s)) +
                                      ": re-registering needs it shut off");
     }
     FERRY_TRY(CheckAbsentOnTarget());
@@ -909,10 +906,10 @@ class MigrationJob {
     Status undef = src_->Undefine(spec_.vm);
     if (!undef.ok()) {
       Status back = dst_->Undefine(spec_.vm);
-      return undef.WithContext(std::string("undefine on the source; ") +
-                               (back.ok() ? "the target's definition was removed again"
-                                          : "AND removing the target's definition failed: " +
-                                                back.message()));
+      return undef.WithContext(
+          std::string("undefine on the source; ") +
+          (back.ok() ? "the target's definition was removed again"
+                     : "AND removing the target's definition failed: " + back.message()));
     }
     Note("undefined " + spec_.vm + " on the source");
     FERRY_ASSIGN_OR_RETURN(s, dst_->State(spec_.vm));
@@ -928,7 +925,6 @@ class MigrationJob {
   Clock* const clock_;
   const int64_t t0_ns_;
   std::unique_ptr<LibvirtHost> src_;
-  std::unique_ptr<LibvirtHost> mon_;  // the source again, for calls during a blocking one
   std::unique_ptr<LibvirtHost> dst_;
   JobResult result_;
   JobProgress progress_;

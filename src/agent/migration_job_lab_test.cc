@@ -56,7 +56,8 @@ class TestContext : public JobContext {
     if (first_progress_ns_ == 0 && kind == "phase" && message == "copying") {
       first_progress_ns_ = ConsoleWatcher::NowNs();
     }
-    std::printf("  [%s] %.*s: %.*s\n", name_.c_str(), static_cast<int>(kind.size()), kind.data(),
+    std::printf("  %6.1f s [%s] %.*s: %.*s\n", (ConsoleWatcher::NowNs() - t0_ns_) / 1e9,
+                name_.c_str(), static_cast<int>(kind.size()), kind.data(),
                 static_cast<int>(message.size()), message.data());
     events_.push_back(std::string(kind) + ": " + std::string(message));
   }
@@ -75,6 +76,7 @@ class TestContext : public JobContext {
  private:
   const std::string name_;
   const int64_t cancel_after_ms_;
+  const int64_t t0_ns_ = ConsoleWatcher::NowNs();
   mutable std::mutex mu_;
   std::atomic<int64_t> first_progress_ns_{0};
   int progress_count_ = 0;
@@ -83,11 +85,10 @@ class TestContext : public JobContext {
 };
 
 void PrintResult(const std::string& what, const JobResult& r) {
-  std::printf("%s: %lld ms, %llu bytes, qemu downtime %lld ms, guest downtime %lld ms\n",
-              what.c_str(), static_cast<long long>(r.total_ms),
-              static_cast<unsigned long long>(r.bytes_sent),
-              static_cast<long long>(r.qemu_downtime_ms),
-              static_cast<long long>(r.guest_downtime_ms));
+  std::printf(
+      "%s: %lld ms, %llu bytes, qemu downtime %lld ms, guest downtime %lld ms\n", what.c_str(),
+      static_cast<long long>(r.total_ms), static_cast<unsigned long long>(r.bytes_sent),
+      static_cast<long long>(r.qemu_downtime_ms), static_cast<long long>(r.guest_downtime_ms));
 }
 
 long long LastDurableSeq(const ConsoleWatcher& c) {
@@ -114,6 +115,8 @@ TEST(MigrationJobLab, EveryTransferType) {
   config.accel = lab::Accel::kTcg;
   config.guest_binary = FERRY_GUEST_BINARY;
   DownGuard guard{config.root};
+  const int64_t t_start = ConsoleWatcher::NowNs();
+  auto since = [&] { return (ConsoleWatcher::NowNs() - t_start) / 1e9; };
   auto up = Lab::Up(config);
   ASSERT_TRUE(up.ok()) << up.status().ToString();
   Lab& lab = **up;
@@ -125,9 +128,11 @@ TEST(MigrationJobLab, EveryTransferType) {
   s1.pool = "nas1";
   s1.dirty_mib = 16;
   s1.dirty_rate_mib = 8;
+  s1.memory_mib = 128;  // less to copy and save: the suite stays near 4 minutes
   lab::GuestSpec s2;
   s2.name = "g2";
   s2.pool = "local";
+  s2.memory_mib = 128;
   lab::GuestSpec s3;
   s3.name = "g3";
   s3.pool = "nas1";
@@ -151,6 +156,7 @@ TEST(MigrationJobLab, EveryTransferType) {
   }
   ASSERT_TRUE(c3.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs).ok());
   ASSERT_TRUE(c1.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs).ok());
+  std::printf("lab up and three guests booted at %.1f s\n", since());
 
   MigrationJobSpec base;
   base.source_uri = h1;
@@ -340,6 +346,7 @@ TEST(MigrationJobLab, EveryTransferType) {
     std::printf("g2 after live-vsm: %s (durable %lld)\n", v2->text.c_str(), durable2);
   }
 
+  std::printf("verify boots done at %.1f s\n", since());
   EXPECT_TRUE(lab.Down().ok());
 }
 

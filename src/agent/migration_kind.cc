@@ -15,9 +15,9 @@ std::string_view MigrationKindName(MigrationKind kind) {
 }
 
 Result<MigrationKind> ParseMigrationKind(std::string_view name) {
-  for (MigrationKind k : {MigrationKind::kLive, MigrationKind::kLiveStorage,
-                          MigrationKind::kLiveVsm, MigrationKind::kQuick,
-                          MigrationKind::kReregister}) {
+  for (MigrationKind k :
+       {MigrationKind::kLive, MigrationKind::kLiveStorage, MigrationKind::kLiveVsm,
+        MigrationKind::kQuick, MigrationKind::kReregister}) {
     if (name == MigrationKindName(k)) return k;
   }
   return Status::InvalidArgument("migration kind \"" + std::string(name.substr(0, 64)) +
