@@ -122,7 +122,7 @@ class ControlPlaneLab : public ::testing::Test {
     ASSERT_TRUE(pid.ok()) << pid.status().ToString();
     ferryd_pid_ = *pid;
     api::HttpClient probe(kServer, kToken);
-    for (int i = 0; i < 100; ++i) {
+    for (int i = 0; i < 600; ++i) {
       if (probe.Get("/api/v1/health").ok()) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
