@@ -173,6 +173,9 @@ class MigrationJob {
       case MigrationKind::kLiveStorage: r = RunLiveStorage(); break;
       case MigrationKind::kQuick: r = RunQuick(); break;
       case MigrationKind::kReregister: r = RunReregister(); break;
+      case MigrationKind::kCold:
+        r = Status::InvalidArgument("a cold job runs on the target host's agent (RunColdJob)");
+        break;
     }
     return std::move(r).WithContext(what);
   }

@@ -16,6 +16,9 @@
 //   quick         save the VM's memory to a file on shared storage, restore on the target,
 //                 define it there, undefine on the source; on failure restore on the source.
 //   reregister    a shut-off VM whose disks the target sees: define there, undefine here.
+//   cold          (runs on the TARGET host's agent, src/agent/cold_job.h) copy a shut-off
+//                 VM's or an export's disks from the source agent's NBD export, verify,
+//                 define and boot (or stage them on a share); docs/plans.md.
 //
 // Safety rules every job keeps: a VM never runs on two hosts (the source is undefined only
 // after the target runs it; libvirt's migration protocol guarantees the hand-over); a failed
@@ -30,12 +33,13 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/cold_spec.h"
 #include "common/status.h"
 
 namespace ferry::agent {
 
-enum class MigrationKind { kLive, kLiveStorage, kLiveVsm, kQuick, kReregister };
-std::string_view MigrationKindName(MigrationKind kind);  // "live", "live-storage", ...
+enum class MigrationKind { kLive, kLiveStorage, kLiveVsm, kQuick, kReregister, kCold };
+std::string_view MigrationKindName(MigrationKind kind);  // "live", "live-storage", ..., "cold"
 Result<MigrationKind> ParseMigrationKind(std::string_view name);
 
 struct MigrationJobSpec {
@@ -52,6 +56,17 @@ struct MigrationJobSpec {
   bool allow_postcopy = false;
   bool allow_auto_converge = true;
   int64_t timeout_ms = 0;  // give up (cleanly) after this long; 0 = the policy's default
+  ColdJobSpec cold;        // kind kCold only
+};
+
+// One disk of a cold job.
+struct DiskProgress {
+  std::string id;               // DiskDescription::id
+  std::string state;            // waiting, copying, verifying, done, failed
+  uint64_t bytes_total = 0;     // virtual size
+  uint64_t bytes_done = 0;      // below the copy's committed frontier
+  uint64_t checkpointed = 0;    // frontier of the last durable checkpoint
+  uint64_t read_bytes = 0;      // data read from the source in this attempt
 };
 
 // A snapshot of a running job, sent to ferryd on every poll.
@@ -68,6 +83,7 @@ struct JobProgress {
   int64_t downtime_limit_ms = 0;
   int throttle_percent = 0;  // auto-converge
   bool postcopy = false;
+  std::vector<DiskProgress> disks;  // cold jobs
 };
 
 struct JobResult {
@@ -82,8 +98,20 @@ struct JobResult {
     std::string from;  // old path
     std::string to;    // new path
     bool verified = false;
+    uint64_t bytes_read = 0;      // cold: data bytes read from the source, all attempts
+    uint64_t resumed_from = 0;    // cold: checkpoint frontier the last attempt resumed at
+    uint64_t recopied_bytes = 0;  // cold: bytes read again after a resume
   };
   std::vector<MovedDisk> disks;
+  // Cold jobs with a kvm target.
+  std::string defined_vm;       // the VM defined on the target ("" = none)
+  struct BootCheck {
+    bool checked = false;       // a marker was set and the VM was started
+    bool ok = false;
+    int64_t elapsed_ms = -1;    // start to marker
+    std::string message;        // what was seen, or why it failed
+  };
+  BootCheck boot;
 };
 
 class JobContext {
@@ -93,6 +121,8 @@ class JobContext {
   virtual void Progress(const JobProgress& progress) = 0;
   // kind: info, warning, phase.
   virtual void Event(std::string_view kind, std::string_view message) = 0;
+  // Cold jobs with manual deploy: true once the user said to go on (POST .../proceed).
+  virtual bool proceed_requested() const { return false; }
 };
 
 // Runs the job to its end. OK: the VM is where the spec asked, running if it was.

@@ -10,6 +10,7 @@ std::string_view MigrationKindName(MigrationKind kind) {
     case MigrationKind::kLiveVsm: return "live-vsm";
     case MigrationKind::kQuick: return "quick";
     case MigrationKind::kReregister: return "reregister";
+    case MigrationKind::kCold: return "cold";
   }
   return "?";
 }
@@ -17,12 +18,12 @@ std::string_view MigrationKindName(MigrationKind kind) {
 Result<MigrationKind> ParseMigrationKind(std::string_view name) {
   for (MigrationKind k :
        {MigrationKind::kLive, MigrationKind::kLiveStorage, MigrationKind::kLiveVsm,
-        MigrationKind::kQuick, MigrationKind::kReregister}) {
+        MigrationKind::kQuick, MigrationKind::kReregister, MigrationKind::kCold}) {
     if (name == MigrationKindName(k)) return k;
   }
   return Status::InvalidArgument("migration kind \"" + std::string(name.substr(0, 64)) +
-                                 "\": expected live, live-storage, live-vsm, quick or "
-                                 "reregister");
+                                 "\": expected live, live-storage, live-vsm, quick, "
+                                 "reregister or cold");
 }
 
 }  // namespace ferry::agent

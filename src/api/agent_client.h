@@ -47,6 +47,18 @@ class AgentClient {
   // Asks the job to stop; returns the job (still running until the job has cleaned up, or
   // already final).
   Result<AgentJob> CancelJob(const std::string& id) const;
+  // A cold job waiting in awaiting-deploy goes on.
+  Result<AgentJob> ProceedJob(const std::string& id) const;
+
+  // --- Cold migrations (docs/plans.md) ---
+  Result<std::vector<ShareInfo>> ListShares() const;
+  Result<ShareListing> ListShareVms(const std::string& share) const;
+  // Idempotent by spec.id (same spec: the existing export).
+  Result<agent::ExportInfo> CreateExport(const agent::ExportSpec& spec) const;
+  Result<agent::ExportInfo> GetExport(const std::string& id) const;  // kNotFound
+  Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power) const;
+  // GET /agent/v1/vms/{name}/description: a libvirt VM as a VmDescription.
+  Result<sources::VmDescription> DescribeVm(const std::string& name) const;
 
  private:
   template <typename T>

@@ -20,10 +20,12 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/cold_spec.h"
 #include "agent/migration_job.h"
 #include "common/status.h"
 #include "hypervisor/inventory.h"
 #include "hypervisor/operations.h"
+#include "sources/share.h"
 
 namespace ferry::api {
 
@@ -114,6 +116,21 @@ Result<agent::MigrationKind> MigrationKindFromWireName(std::string_view name);
 // "identical", "superset", "incompatible", "error".
 std::string_view CpuCompatibilityName(hypervisor::CpuCompatibility c);
 
+// --- Cold migrations (docs/plans.md, "Agent API additions") ------------------------------
+
+// GET /agent/v1/shares: {"shares": [ShareInfo]}.
+struct ShareInfo {
+  std::string name;  // required
+  std::string path;
+  bool writable = false;
+};
+
+// GET /agent/v1/shares/{name}/vms: {"vms": [ShareVm], "problems": [...]}.
+struct ShareListing {
+  std::vector<sources::ShareVm> vms;
+  std::vector<std::string> problems;
+};
+
 // --- Serialization -----------------------------------------------------------------------
 std::string ToJson(const AgentHealth& health);
 std::string ToJson(const AgentInventory& inventory);
@@ -134,6 +151,12 @@ std::string ToJson(const AgentJobRecord& record);
 // {"jobs": [Job...]}.
 std::string ToJson(const std::vector<AgentJob>& jobs);
 std::string ToJson(const CpuCheckRequest& request);
+std::string ToJson(const std::vector<ShareInfo>& shares);
+std::string ToJson(const ShareListing& listing);
+std::string ToJson(const sources::ShareVm& vm);
+std::string ToJson(const agent::ExportSpec& spec);
+std::string ToJson(const agent::ExportInfo& info);
+std::string ToJson(const plan::TargetVm& vm);
 
 // --- Parsing (untrusted input) -------------------------------------------------------------
 // On error *out is unspecified.
@@ -158,5 +181,12 @@ Status FromJson(std::string_view json, AgentJobRecord* out);
 // {"jobs": [...]}.
 Status FromJson(std::string_view json, std::vector<AgentJob>* out);
 Status FromJson(std::string_view json, CpuCheckRequest* out);
+Status FromJson(std::string_view json, std::vector<ShareInfo>* out);
+Status FromJson(std::string_view json, ShareListing* out);
+Status FromJson(std::string_view json, sources::ShareVm* out);
+// Required: id (IsValidJobId) and exactly one of vm / share+share_vm.
+Status FromJson(std::string_view json, agent::ExportSpec* out);
+Status FromJson(std::string_view json, agent::ExportInfo* out);
+Status FromJson(std::string_view json, plan::TargetVm* out);
 
 }  // namespace ferry::api

@@ -3,6 +3,32 @@
 #include "api/agent_client.h"
 
 namespace ferry::server {
+
+namespace {
+Status NotSupportedByLink(const std::string& call) {
+  return Status::Unsupported("this agent link does not support " + call);
+}
+}  // namespace
+
+Result<api::AgentJob> AgentLink::ProceedJob(const std::string&) {
+  return NotSupportedByLink("ProceedJob");
+}
+Result<std::vector<api::ShareInfo>> AgentLink::ListShares() {
+  return NotSupportedByLink("ListShares");
+}
+Result<api::ShareListing> AgentLink::ListShareVms(const std::string&) {
+  return NotSupportedByLink("ListShareVms");
+}
+Result<sources::VmDescription> AgentLink::DescribeVm(const std::string&) {
+  return NotSupportedByLink("DescribeVm");
+}
+Result<agent::ExportInfo> AgentLink::GetExport(const std::string&) {
+  return NotSupportedByLink("GetExport");
+}
+Result<agent::ExportInfo> AgentLink::CloseExport(const std::string&, bool) {
+  return NotSupportedByLink("CloseExport");
+}
+
 namespace {
 
 class HttpAgentLink : public AgentLink {

@@ -32,6 +32,16 @@ class AgentLink {
   virtual Result<api::AgentJob> StartJob(const agent::MigrationJobSpec& spec) = 0;
   virtual Result<api::AgentJob> GetJob(const std::string& id) = 0;  // kNotFound if unknown
   virtual Result<api::AgentJob> CancelJob(const std::string& id) = 0;
+  // Cold migrations (docs/plans.md). Links without them (the live-migration tests' fakes)
+  // keep these defaults, which answer kUnsupported naming the call.
+  virtual Result<api::AgentJob> ProceedJob(const std::string& id);
+  virtual Result<std::vector<api::ShareInfo>> ListShares();
+  virtual Result<api::ShareListing> ListShareVms(const std::string& share);
+  // A libvirt VM's description (disks with their pools, NICs, firmware ...), for plans with
+  // a kvm source: GET /agent/v1/vms/{name}/description.
+  virtual Result<sources::VmDescription> DescribeVm(const std::string& vm);
+  virtual Result<agent::ExportInfo> GetExport(const std::string& id);
+  virtual Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power);
 };
 
 // Makes the link for an agent URL + token.

@@ -35,10 +35,7 @@ constexpr char kToken[] = "lab-test-token-1";
 constexpr int64_t kBootTimeoutMs = 90000;
 constexpr int64_t kMigrationTimeoutMs = 180000;
 
-std::string BinaryDir() {
-  const char* d = getenv("FERRY_BINARY_DIR");
-  return d != nullptr ? d : ".";
-}
+std::string BinaryDir() { return testing::BinaryDir(); }
 
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream out(path);

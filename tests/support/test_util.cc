@@ -62,10 +62,12 @@ std::string SourceDir() {
   return d ? d : FERRY_SOURCE_DIR_DEFAULT;
 }
 
-std::string FerryBinary() {
+std::string BinaryDir() {
   const char* d = std::getenv("FERRY_BINARY_DIR");
-  return std::string(d ? d : FERRY_BINARY_DIR_DEFAULT) + "/src/cli/ferry";
+  return d ? d : FERRY_BINARY_DIR_DEFAULT;
 }
+
+std::string FerryBinary() { return BinaryDir() + "/src/cli/ferry"; }
 
 std::string SharedCorpusDir() {
   const char* d = std::getenv("FERRY_SHARED_DIR");

@@ -34,6 +34,8 @@ CommandResult Run(const std::string& command);
 std::string ShellQuote(const std::string& s);
 
 // The built `ferry` binary.
+// The build tree ($FERRY_BINARY_DIR, else the one this test was built in).
+std::string BinaryDir();
 std::string FerryBinary();
 // The source tree (FERRY_SOURCE_DIR).
 std::string SourceDir();

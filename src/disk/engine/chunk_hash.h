@@ -1,0 +1,38 @@
+// HashChunks: SHA-256 of every chunk of a disk's virtual contents, the unit a cold migration
+// verifies with (docs/plans.md, "Verification"): the source agent hashes what it exports, the
+// target agent hashes what it wrote, and the lists must be equal.
+//
+// Chunk i covers [i*chunk_size, min((i+1)*chunk_size, size)). Its digest is the SHA-256 of
+// those bytes as the disk reads them: identical to CopyResult::chunk_hashes for the same chunk
+// size. Ranges the source reports as holes or zero extents are not read; a chunk that is all
+// zero gets the (cached) digest of that many zero bytes without hashing them again.
+//
+// Thread-safety: runs `workers` threads over `source` (which must allow concurrent reads).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "common/checksum.h"
+#include "common/status.h"
+#include "disk/block_source.h"
+
+namespace ferry {
+
+struct HashChunksOptions {
+  int workers = 4;
+  const std::atomic<bool>* cancel = nullptr;
+  // Called now and then with the bytes of virtual disk hashed so far (any thread).
+  std::function<void(uint64_t)> on_progress;
+};
+
+Result<std::vector<Sha256Digest>> HashChunks(BlockSource& source, uint64_t chunk_size,
+                                             const HashChunksOptions& options = {});
+
+// 64 hex digits (as ToHex in common/checksum.h writes them) back to a digest; kCorrupt naming
+// `where` if malformed.
+Result<Sha256Digest> DigestFromHex(std::string_view hex, const std::string& where);
+
+}  // namespace ferry

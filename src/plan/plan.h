@@ -1,0 +1,192 @@
+// Migration plans (docs/plans.md): the document a user writes (source, VMs, network and
+// storage mappings, target options, migration options), its parser, and the resolution of one
+// source VM against it into the VM to create on the target, with the validation checks that
+// must all pass before anything is copied.
+//
+// ParsePlan reads YAML or JSON (JSON is YAML) as UNTRUSTED input: unknown keys, wrong types,
+// bad sizes or durations and out-of-range values are kInvalidArgument naming the path
+// ("vms[1].target.memory: expected a size such as 2GiB"). The YAML library stays inside
+// plan_parse.cc.
+//
+// ResolvePlanVm is pure logic over a VmDescription, the plan, and what ferryd knows of the
+// target (its inventory, or the share) and the target agent's platform check: unit-tested
+// without hosts.
+//
+// Thread-safety: plain values and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "hypervisor/inventory.h"
+#include "sources/vm_description.h"
+
+namespace ferry::plan {
+
+struct BootCheck {
+  std::string marker;           // "" = no boot check
+  int64_t timeout_ms = 300000;
+  bool operator==(const BootCheck&) const = default;
+};
+
+// Target options: plan-wide defaults and per-VM overrides (unset = not given).
+struct TargetOptions {
+  std::optional<std::string> name;  // per VM only
+  std::optional<int> vcpus;
+  std::optional<uint64_t> memory_bytes;
+  std::optional<std::string> disk_bus;  // virtio | scsi | sata | ide
+  std::optional<std::string> machine;   // pc | q35 | exact machine type
+  std::optional<std::string> firmware;  // bios | uefi
+  std::optional<bool> start;
+  std::optional<bool> delete_disks_with_vm;
+  std::optional<bool> preserve_mac;
+  std::optional<BootCheck> boot_check;
+};
+
+enum class EndpointType { kKvm, kShare };
+
+struct PlanSource {
+  EndpointType type = EndpointType::kKvm;
+  std::string host;   // agent host id
+  std::string share;  // type share: the share's name on that host
+};
+
+struct PlanTarget {
+  EndpointType type = EndpointType::kKvm;
+  std::string host;
+  std::string share;   // type share
+  std::string format;  // type share: "vhdx" (default) or "vhd" (fixed, MiB-aligned for Azure)
+};
+
+struct PlanVm {
+  std::string name;  // source VM name (KVM domain, descriptor VM name)
+  std::string id;    // share VMs: the descriptor's id instead of the name
+  TargetOptions target;
+};
+
+struct NetworkMapping {
+  std::string source;  // source network name, or "*"
+  std::string target;  // target network name
+};
+
+struct StorageMapping {
+  std::string source;  // a datastore/pool name, "VM/DISK_ID", or "*"
+  std::string pool;    // kvm target: the target pool
+  std::string format;  // kvm target: "qcow2" or "raw" ("" = qcow2)
+};
+
+enum class StartMode { kNow, kLater, kAt };
+enum class DeployMode { kAuto, kManual };
+
+struct MigrationOptions {
+  StartMode start = StartMode::kNow;
+  int64_t start_at_ms = 0;  // StartMode::kAt: Unix epoch milliseconds
+  bool shutdown_source = true;
+  int64_t shutdown_timeout_ms = 120000;
+  bool force_shutdown = true;
+  DeployMode deploy = DeployMode::kAuto;
+  int priority = 0;
+  bool verify = true;
+  uint64_t checkpoint_bytes = 256ull << 20;
+};
+
+struct PlanDocument {
+  std::string name;
+  PlanSource source;
+  PlanTarget target;
+  std::vector<PlanVm> vms;
+  std::vector<NetworkMapping> networks;
+  bool preserve_mac = true;
+  TargetOptions defaults;
+  std::vector<StorageMapping> storage;
+  MigrationOptions options;
+};
+
+// YAML or JSON text -> document (validated field by field, see above). Names: 1-64 of
+// [A-Za-z0-9._-]; at least one VM; source and target hosts non-empty.
+Result<PlanDocument> ParsePlan(std::string_view text);
+// Canonical JSON of the document (what ferryd stores; ParsePlan reads it back identically).
+std::string PlanToJson(const PlanDocument& plan);
+
+// --- Resolution ---------------------------------------------------------------------------
+
+// A disk of the VM to create.
+struct TargetDisk {
+  std::string source_id;   // DiskDescription::id
+  std::string pool;        // kvm target: pool name; share target: "" (the staging folder)
+  std::string file_name;   // "<vm>-disk<N>.<ext>" (ext: qcow2, raw, vhdx, vhd)
+  std::string format;      // "qcow2" | "raw" | "vhdx" | "vhd"
+  std::string subformat;   // vhd: "fixed"; otherwise ""
+  uint64_t capacity_bytes = 0;
+  std::string bus;         // virtio | scsi | sata | ide
+  std::string dev;         // guest device name: vda, sda, hda ... in order per bus
+};
+
+struct TargetNic {
+  std::string source_id;  // NicDescription::id
+  std::string network;    // mapped target network
+  std::string mac;        // "" = let libvirt choose
+  std::string model;      // "virtio" for KVM targets unless the source's model is e1000/rtl8139
+};
+
+// The VM to create on the target (the cold job defines it; a share target writes vm.json).
+struct TargetVm {
+  std::string name;
+  int vcpus = 0;
+  uint64_t memory_bytes = 0;
+  std::string machine;   // as given ("pc", "q35", exact)
+  std::string firmware;  // "bios" | "uefi"
+  std::string arch = "x86_64";
+  sources::DirectBoot direct_boot;
+  std::vector<TargetDisk> disks;
+  std::vector<TargetNic> nics;
+  bool start = true;
+  bool delete_disks_with_vm = false;
+  BootCheck boot_check;
+};
+
+struct Check {
+  std::string name;  // docs/plans.md, "Validation"
+  bool ok = false;
+  std::string message;
+};
+
+// What ferryd knows when it resolves one VM.
+struct ResolveInput {
+  const PlanDocument* plan = nullptr;
+  const PlanVm* entry = nullptr;
+  // The source VM, nullptr if not found (then `source_error` says why).
+  const sources::VmDescription* vm = nullptr;
+  std::string source_error;
+  // kvm target: its inventory (nullptr if the target could not be read: `target_error`).
+  const hypervisor::Inventory* target = nullptr;
+  std::string target_error;
+  // kvm target: the target agent's platform check for (arch, machine, firmware); nullopt if
+  // not asked or it failed (`target_error`).
+  std::optional<bool> machine_ok;
+  std::optional<bool> firmware_ok;
+  std::string platform_message;
+  // share target: whether the share exists and is writable, and the folder names it holds.
+  bool share_writable = false;
+  std::vector<std::string> share_entries;
+  // Files that already exist in each target pool (name clash check), by pool name.
+  std::vector<std::pair<std::string, std::vector<std::string>>> pool_files;
+  // Disks other VMs of the same plan already put into each pool (bytes of virtual size and
+  // of allocated data), so that the capacity check covers the whole plan.
+  std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> pool_claims;
+};
+
+struct Resolution {
+  TargetVm vm;                // complete when ok()
+  std::vector<Check> checks;  // every check, passed or not, in the doc's order
+  bool ok() const;
+  std::string FailureSummary() const;  // "networks_mapped: ...; pool_capacity: ..."
+};
+
+Resolution ResolvePlanVm(const ResolveInput& in);
+
+}  // namespace ferry::plan
