@@ -105,6 +105,27 @@ const std::vector<std::string>& DefaultGuestModules() {
       "net/core/failover.ko",
       "drivers/net/net_failover.ko",
       "drivers/net/virtio_net.ko",
+      // A disk on a SATA (AHCI) or IDE (PIIX) bus, as a guest booted from its own disk may
+      // have: libata's disks are SCSI disks (sd_mod), whose integrity support needs t10-pi and
+      // the CRC algorithms it asks the crypto API for.
+      "drivers/scsi/scsi_common.ko",
+      "drivers/scsi/scsi_mod.ko",
+      "crypto/crct10dif_common.ko",
+      "crypto/crct10dif_generic.ko",
+      "lib/crc-t10dif.ko",
+      "lib/crc64.ko",
+      "crypto/crc64_rocksoft_generic.ko",
+      "lib/crc64-rocksoft.ko",
+      "block/t10-pi.ko",
+      "drivers/scsi/sd_mod.ko",
+      "drivers/ata/libata.ko",
+      "drivers/ata/libahci.ko",
+      "drivers/ata/ahci.ko",
+      "drivers/ata/ata_piix.ko",
+      // The ACPI power button (what `virsh shutdown` presses) as an input device, and evdev
+      // to read it from /dev/input/event*: both modules in Debian's kernel.
+      "drivers/acpi/button.ko",
+      "drivers/input/evdev.ko",
   };
   return kModules;
 }

@@ -1,5 +1,5 @@
 // The guest's initramfs: a gzip-compressed cpio "newc" archive holding ferry_guest as /init,
-// busybox (for poking around), the virtio kernel modules the Debian kernel builds as modules,
+// busybox (for poking around), the kernel modules the guest needs that Debian builds as modules,
 // and /etc/ferry/modules, the order ferry_guest loads them in.
 //
 // Thread-safety: CpioWriter is a plain value; BuildInitramfs is thread-safe.
@@ -34,9 +34,10 @@ class CpioWriter {
 // gzip (RFC 1952) of `data`, as the kernel's CONFIG_RD_GZIP reads it.
 Result<std::vector<uint8_t>> Gzip(const std::vector<uint8_t>& data);
 
-// The virtio modules a guest needs, in load order (dependencies first), as paths under the
-// kernel package's lib/modules/<release>/kernel/. Those the kernel has built in
-// (modules.builtin) are skipped.
+// The modules a guest needs, in load order (dependencies first), as paths under the kernel
+// package's lib/modules/<release>/kernel/: virtio (disk, NIC), SATA/IDE disks (ahci,
+// ata_piix, sd_mod and what they need), the ACPI power button and evdev. Those the kernel has
+// built in (modules.builtin) are skipped.
 const std::vector<std::string>& DefaultGuestModules();
 
 struct InitramfsSpec {

@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "lab/boot_disk.h"
 #include "lab/console.h"
 #include "lab/initramfs.h"
 #include "lab/process.h"
@@ -122,16 +123,6 @@ std::string XmlEscape(const std::string& s) {
   return out;
 }
 
-bool InPath(const std::string& program) {
-  const char* path = std::getenv("PATH");
-  std::stringstream ss(path != nullptr ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (!dir.empty() && access((dir + "/" + program).c_str(), X_OK) == 0) return true;
-  }
-  return false;
-}
-
 // A bridge name unique to the lab root (IFNAMSIZ: at most 15 characters).
 std::string BridgeNameFor(const std::string& root) {
   char buf[16];
@@ -178,7 +169,9 @@ nlohmann::json ToJson(const LabState& s) {
                       {"disk_path", g.disk_path},
                       {"pool", g.pool},
                       {"mac", g.mac},
-                      {"domain_xml", g.domain_xml}});
+                      {"domain_xml", g.domain_xml},
+                      {"boot_from_disk", g.boot_from_disk},
+                      {"data_offset", g.data_offset}});
   }
   return j;
 }
@@ -220,6 +213,8 @@ Result<LabState> FromJson(const std::string& path, const std::string& text) {
       gi.pool = g.value("pool", "");
       gi.mac = g.value("mac", "");
       gi.domain_xml = g.value("domain_xml", "");
+      gi.boot_from_disk = g.value("boot_from_disk", false);
+      gi.data_offset = g.value("data_offset", uint64_t{0});
       s.guests.push_back(std::move(gi));
     }
     return s;
@@ -444,19 +439,35 @@ Status WaitHostReady(const HostInfo& h, int64_t timeout_ms) {
                     std::to_string(timeout_ms) + " ms; last answer: " + last);
 }
 
+// The disk's target name and bus in the domain XML for GuestSpec::disk_bus.
+struct DiskTarget {
+  const char* dev;
+  const char* bus;
+};
+DiskTarget DiskTargetFor(const std::string& bus) {
+  if (bus == "sata") return {"sda", "sata"};
+  if (bus == "ide") return {"hda", "ide"};
+  return {"vda", "virtio"};
+}
+
 std::string DomainXml(const LabState& s, const GuestSpec& spec, const GuestInfo& g) {
   const std::string driver_type = spec.disk_format == "raw" ? "raw" : "qcow2";
+  const DiskTarget target = DiskTargetFor(spec.disk_bus);
   std::ostringstream x;
   x << "<domain type='" << s.domain_type << "'>\n"
     << "  <name>" << XmlEscape(g.name) << "</name>\n"
     << "  <memory unit='MiB'>" << spec.memory_mib << "</memory>\n"
     << "  <vcpu>" << spec.vcpus << "</vcpu>\n"
     << "  <os>\n"
-    << "    <type arch='x86_64' machine='pc'>hvm</type>\n"
-    << "    <kernel>" << XmlEscape(s.kernel) << "</kernel>\n"
-    << "    <initrd>" << XmlEscape(s.initrd) << "</initrd>\n"
-    << "    <cmdline>" << XmlEscape(Lab::GuestCmdline(spec)) << "</cmdline>\n"
-    << "  </os>\n"
+    << "    <type arch='x86_64' machine='pc'>hvm</type>\n";
+  if (spec.boot_from_disk) {  // SeaBIOS -> MBR -> SYSLINUX -> the kernel on partition 1
+    x << "    <boot dev='hd'/>\n";
+  } else {
+    x << "    <kernel>" << XmlEscape(s.kernel) << "</kernel>\n"
+      << "    <initrd>" << XmlEscape(s.initrd) << "</initrd>\n"
+      << "    <cmdline>" << XmlEscape(Lab::GuestCmdline(spec)) << "</cmdline>\n";
+  }
+  x << "  </os>\n"
     << "  <features><acpi/></features>\n"
     << "  <clock offset='utc'/>\n"
     << "  <on_poweroff>destroy</on_poweroff>\n"
@@ -468,7 +479,7 @@ std::string DomainXml(const LabState& s, const GuestSpec& spec, const GuestInfo&
     << "      <driver name='qemu' type='" << driver_type << "' cache='none'/>\n"
     << "      <source pool='" << XmlEscape(spec.pool) << "' volume='"
     << XmlEscape(fs::path(g.disk_path).filename().string()) << "'/>\n"
-    << "      <target dev='vda' bus='virtio'/>\n"
+    << "      <target dev='" << target.dev << "' bus='" << target.bus << "'/>\n"
     << "    </disk>\n"
     << "    <interface type='network'>\n"
     << "      <source network='" << kNetworkName << "'/>\n"
@@ -504,6 +515,22 @@ Result<Accel> ParseAccel(std::string_view text) {
                                  "\": expected auto, kvm or tcg");
 }
 
+Result<GuestImages> PrepareGuestImages(const LabConfig& config, const std::string& dir) {
+  FERRY_ASSIGN_OR_RETURN(KernelFiles kernel, FindKernel(config.kernel_dir));
+  FERRY_ASSIGN_OR_RETURN(std::string guest_binary, FindGuestBinary(config.guest_binary));
+  FERRY_TRY(MakeDirs(dir));
+  GuestImages images;
+  images.kernel = dir + "/vmlinuz";
+  images.initrd = dir + "/initrd.img";
+  images.kernel_name = fs::path(kernel.vmlinuz).filename().string();
+  std::error_code ec;
+  fs::copy_file(kernel.vmlinuz, images.kernel, fs::copy_options::overwrite_existing, ec);
+  if (ec) return Status::Io(images.kernel + ": copy: " + ec.message());
+  InitramfsSpec ir{guest_binary, config.busybox, kernel.modules_dir, DefaultGuestModules()};
+  FERRY_TRY(BuildInitramfs(ir, images.initrd));
+  return images;
+}
+
 std::string Lab::GuestCmdline(const GuestSpec& spec) {
   std::string c = "console=ttyS0 quiet panic=-1";
   c += " ferry.heartbeat=" + std::to_string(spec.heartbeat_ms);
@@ -512,7 +539,13 @@ std::string Lab::GuestCmdline(const GuestSpec& spec) {
     c += " ferry.dirty_rate_mib=" + std::to_string(spec.dirty_rate_mib);
   }
   if (spec.disk_mode != DiskMode::kNone) {
-    c += " ferry.disk=/dev/vda ferry.disk_mode=";
+    c += " ferry.disk=";
+    if (spec.boot_from_disk) {
+      c += kBootDiskDataDevices;
+    } else {
+      c += std::string("/dev/") + DiskTargetFor(spec.disk_bus).dev;
+    }
+    c += " ferry.disk_mode=";
     c += spec.disk_mode == DiskMode::kVerify ? "verify" : "write";
     c += " ferry.disk_iops=" + std::to_string(spec.disk_iops);
   }
@@ -532,8 +565,9 @@ Result<std::unique_ptr<Lab>> Lab::Up(const LabConfig& config) {
     return Status::InvalidArgument("lab: root \"" + config.root + "\" must be an absolute path");
   }
   FERRY_TRY(Preflight());
-  FERRY_ASSIGN_OR_RETURN(KernelFiles kernel, FindKernel(config.kernel_dir));
-  FERRY_ASSIGN_OR_RETURN(std::string guest_binary, FindGuestBinary(config.guest_binary));
+  // Before anything is made: the kernel package and ferry_guest are there.
+  FERRY_TRY(FindKernel(config.kernel_dir).status());
+  FERRY_TRY(FindGuestBinary(config.guest_binary).status());
   std::error_code ec;
   const std::string root = fs::path(config.root).lexically_normal().string();
   if (fs::exists(root + "/" + kStateFile, ec)) {
@@ -570,13 +604,12 @@ Result<std::unique_ptr<Lab>> Lab::Up(const LabConfig& config) {
   };
   if (Status st = SaveStateTo(s); !st.ok()) return fail(st);
 
-  fs::copy_file(kernel.vmlinuz, s.kernel, fs::copy_options::overwrite_existing, ec);
-  if (ec) return fail(Status::Io(s.kernel + ": copy: " + ec.message()));
-  InitramfsSpec ir{guest_binary, config.busybox, kernel.modules_dir, DefaultGuestModules()};
-  if (Status st = BuildInitramfs(ir, s.initrd); !st.ok()) return fail(st);
+  auto images = PrepareGuestImages(config, root + "/images");
+  if (!images.ok()) return fail(images.status());
+  s.kernel = images->kernel;
+  s.initrd = images->initrd;
 
-  auto accel =
-      ProbeAccel(config, s.kernel, s.initrd, root, fs::path(kernel.vmlinuz).filename().string());
+  auto accel = ProbeAccel(config, s.kernel, s.initrd, root, images->kernel_name);
   if (!accel.ok()) return fail(accel.status());
   s.accel = std::string(AccelName(*accel));
   s.domain_type = *accel == Accel::kKvm ? "kvm" : "qemu";
@@ -671,6 +704,10 @@ Result<GuestInfo> Lab::CreateGuest(GuestSpec spec) {
   if (spec.disk_format != "qcow2" && spec.disk_format != "raw") {
     return Status::InvalidArgument("lab: disk format " + spec.disk_format);
   }
+  if (spec.disk_bus != "virtio" && spec.disk_bus != "sata" && spec.disk_bus != "ide") {
+    return Status::InvalidArgument("lab: disk bus \"" + spec.disk_bus +
+                                   "\": expected virtio, sata or ide");
+  }
   const HostInfo& h = state_.hosts[spec.host - 1];
   const bool shared = spec.pool != kLocalPool;
   std::string pool_dir;
@@ -686,6 +723,7 @@ Result<GuestInfo> Lab::CreateGuest(GuestSpec spec) {
   g.name = spec.name;
   g.host = spec.host;
   g.pool = spec.pool;
+  g.boot_from_disk = spec.boot_from_disk;
   const std::string dir = state_.root + "/guests/" + g.name;
   FERRY_TRY(MakeDirs(dir));
   g.console_log = dir + "/console.log";
@@ -702,7 +740,24 @@ Result<GuestInfo> Lab::CreateGuest(GuestSpec spec) {
   std::snprintf(mac, sizeof(mac), "52:54:00:fe:%02zx:%02zx", (n >> 8) & 0xff, n & 0xff);
   g.mac = mac;
 
-  if (create_volume) {
+  if (create_volume && spec.boot_from_disk) {
+    // Written into the pool's folder behind libvirt's back (it cannot make such a volume),
+    // then listed by a refresh like any file dropped there.
+    if (fs::exists(g.disk_path, ec)) {
+      return Status::AlreadyExists("lab: volume " + volume + " in pool " + spec.pool);
+    }
+    BootDiskSpec disk;
+    disk.out_path = g.disk_path;
+    disk.kernel = state_.kernel;
+    disk.initrd = state_.initrd;
+    disk.cmdline = GuestCmdline(spec);
+    disk.data_mib = spec.disk_mib;
+    disk.format = spec.disk_format;
+    FERRY_ASSIGN_OR_RETURN(BootDiskLayout layout,
+                           BuildBootDisk(disk).WithContext("lab: guest " + g.name));
+    g.data_offset = layout.data_offset;
+    FERRY_TRY(Virsh(spec.host, {"pool-refresh", spec.pool}).status());
+  } else if (create_volume) {
     FERRY_TRY(Virsh(spec.host, {"vol-create-as", spec.pool, volume,
                                 std::to_string(spec.disk_mib) + "M", "--format", spec.disk_format})
                   .status());

@@ -30,6 +30,11 @@ Result<Accel> ParseAccel(std::string_view text);
 
 enum class DiskMode { kNone, kWrite, kVerify };
 
+// The disk writer's device on a guest booted from a bootable disk (boot_disk.h): partition 2
+// of the boot disk on whichever bus it is attached to (ferry_guest takes the first that
+// appears).
+constexpr char kBootDiskDataDevices[] = "/dev/vda2,/dev/sda2,/dev/hda2";
+
 struct LabConfig {
   std::string root = "/var/tmp/ferry-lab";
   int hosts = 2;          // 1..9
@@ -53,11 +58,17 @@ struct GuestSpec {
   int memory_mib = 256;
   int vcpus = 1;
   std::string pool = "nas1";  // pool of its disk: nas1, nas2 or local
-  uint64_t disk_mib = 32;
+  uint64_t disk_mib = 32;     // boot_from_disk: the size of partition 2 (the disk is 25 MiB more)
   std::string disk_format = "qcow2";  // qcow2 or raw
+  std::string disk_bus = "virtio";    // virtio (vda), sata (sda) or ide (hda)
   // An existing volume in `pool` to boot with (e.g. another guest's disk, to verify what its
   // writer wrote); "" = create NAME.<disk_format> of disk_mib.
   std::string volume;
+  // Boot like a real OS: the disk is a bootable disk (BuildBootDisk: SYSLINUX, the lab's kernel
+  // and initramfs, the command line below; the writer on partition 2) and the domain boots
+  // from it, with no <kernel>/<initrd>. With `volume`, that volume must be such a disk: the
+  // command line is the one written on it, the workload fields below do not apply.
+  bool boot_from_disk = false;
   // Kernel command line workload (docs/lab.md): heartbeat period, memory dirtier, disk.
   int heartbeat_ms = 10;
   int dirty_mib = 0;
@@ -88,7 +99,21 @@ struct GuestInfo {
   std::string pool;
   std::string mac;
   std::string domain_xml;  // ROOT/guests/NAME/domain.xml as defined
+  bool boot_from_disk = false;
+  uint64_t data_offset = 0;  // boot_from_disk, disk made here: byte offset of partition 2
 };
+
+// The guest kernel and initramfs every lab guest boots (directly, or from a boot disk).
+struct GuestImages {
+  std::string kernel;       // DIR/vmlinuz, copied from the unpacked kernel package
+  std::string initrd;       // DIR/initrd.img, built (initramfs.h)
+  std::string kernel_name;  // "vmlinuz-6.1.0-57-amd64": the package's file name
+};
+
+// Copies the guest kernel and builds the initramfs into `dir` (created if missing), from
+// config.kernel_dir, guest_binary and busybox; what Lab::Up does for ROOT/images. Needs no
+// root; the files are replaced if present.
+Result<GuestImages> PrepareGuestImages(const LabConfig& config, const std::string& dir);
 
 struct LabState {
   std::string root;

@@ -1,10 +1,16 @@
 // Implementation of lab_command.h.
 #include "lab/lab_command.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
+#include "lab/boot_disk.h"
 #include "lab/lab.h"
 
 namespace ferry::lab {
@@ -16,6 +22,11 @@ struct LabArgs {
   std::string output = "text";
   GuestSpec guest;
   std::string disk_mode = "write";
+  // lab disk
+  std::string disk_out;
+  uint64_t data_mib = 16;
+  std::string cmdline_extra;
+  std::string disk_format = "raw";
 };
 
 Result<DiskMode> ParseDiskMode(const std::string& s) {
@@ -96,6 +107,66 @@ void PrintText(const nlohmann::json& j) {
 
 bool ValidOutput(const std::string& o) { return o == "text" || o == "json"; }
 
+// A temporary folder removed when the object goes.
+class ScratchDir {
+ public:
+  static Result<ScratchDir> Make() {
+    std::error_code ec;
+    std::string pattern = (std::filesystem::temp_directory_path(ec) / "ferry-lab-disk.XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) {
+      return Status::Io(pattern + ": mkdtemp: " + std::strerror(errno));
+    }
+    return ScratchDir(pattern);
+  }
+  ScratchDir(ScratchDir&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  ScratchDir& operator=(ScratchDir&&) = delete;
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+struct BuiltDisk {
+  BootDiskSpec spec;
+  BootDiskLayout layout;
+  std::string images_from;  // the running lab's root, or "built" (from the kernel package)
+};
+
+// `ferry lab disk`: the kernel and initramfs of the lab at config.root if one is up there,
+// else made on the spot (as Lab::Up makes them) in a scratch folder.
+Result<BuiltDisk> BuildLabDisk(const LabArgs& args) {
+  BuiltDisk built;
+  GuestSpec guest;  // the lab's defaults: heartbeat, writer on partition 2, mode write
+  guest.boot_from_disk = true;
+  guest.extra_cmdline = args.cmdline_extra;
+  built.spec.out_path = args.disk_out;
+  built.spec.cmdline = Lab::GuestCmdline(guest);
+  built.spec.data_mib = args.data_mib;
+  built.spec.format = args.disk_format;
+  std::error_code ec;
+  std::optional<ScratchDir> scratch;
+  if (std::filesystem::exists(args.config.root + "/lab.json", ec)) {
+    FERRY_ASSIGN_OR_RETURN(auto lab, Lab::Attach(args.config.root));
+    built.spec.kernel = lab->state().kernel;
+    built.spec.initrd = lab->state().initrd;
+    built.images_from = args.config.root;
+  } else {
+    FERRY_ASSIGN_OR_RETURN(ScratchDir dir, ScratchDir::Make());
+    scratch.emplace(std::move(dir));
+    FERRY_ASSIGN_OR_RETURN(GuestImages images, PrepareGuestImages(args.config, scratch->path()));
+    built.spec.kernel = images.kernel;
+    built.spec.initrd = images.initrd;
+    built.images_from = "built";
+  }
+  FERRY_ASSIGN_OR_RETURN(built.layout, BuildBootDisk(built.spec));
+  return built;
+}
+
 }  // namespace
 
 void AddLabCommand(CLI::App& app, int* exit_code) {
@@ -149,6 +220,10 @@ void AddLabCommand(CLI::App& app, int* exit_code) {
   guest->add_option("--disk-format", args->guest.disk_format, "qcow2 or raw")
       ->capture_default_str();
   guest->add_option("--disk-mode", args->disk_mode, "write, verify or none")->capture_default_str();
+  guest->add_option("--disk-bus", args->guest.disk_bus, "virtio, sata or ide")
+      ->capture_default_str();
+  guest->add_flag("--boot-from-disk", args->guest.boot_from_disk,
+                  "make (or, with --volume, use) a bootable disk and boot from it");
   guest->add_option("--memory", args->guest.memory_mib, "MiB")->capture_default_str();
   guest->add_option("--dirty-mib", args->guest.dirty_mib, "memory dirtier working set (MiB)");
   guest->add_option("--dirty-rate", args->guest.dirty_rate_mib, "MiB/s the dirtier writes");
@@ -176,15 +251,54 @@ void AddLabCommand(CLI::App& app, int* exit_code) {
       return;
     }
     const HostInfo& h = (*lab)->host(g->host);
-    nlohmann::json j = {{"name", g->name},       {"host", h.name},
-                        {"uri", h.uri},          {"console_log", g->console_log},
-                        {"disk", g->disk_path},  {"pool", g->pool},
-                        {"mac", g->mac}};
+    nlohmann::json j = {
+        {"name", g->name},      {"host", h.name},  {"uri", h.uri}, {"console_log", g->console_log},
+        {"disk", g->disk_path}, {"pool", g->pool}, {"mac", g->mac}};
     if (args->output == "json") {
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      std::printf("guest %s started on %s, disk %s, console %s\n", g->name.c_str(),
-                  h.name.c_str(), g->disk_path.c_str(), g->console_log.c_str());
+      std::printf("guest %s started on %s, disk %s, console %s\n", g->name.c_str(), h.name.c_str(),
+                  g->disk_path.c_str(), g->console_log.c_str());
+    }
+    *exit_code = 0;
+  });
+
+  CLI::App* disk =
+      lab->add_subcommand("disk", "make a bootable disk with the lab's kernel and guest workload");
+  disk->add_option("--out", args->disk_out, "image to create")->required();
+  disk->add_option("--data-mib", args->data_mib, "size of partition 2, the disk writer's area")
+      ->capture_default_str();
+  disk->add_option("--cmdline-extra", args->cmdline_extra,
+                   "appended to the guest's kernel command line (docs/lab.md)");
+  disk->add_option("--format", args->disk_format, "raw or qcow2")->capture_default_str();
+  disk->add_option("--root", args->config.root,
+                   "a running lab whose kernel and initramfs to use (else they are built)")
+      ->capture_default_str();
+  disk->add_option("--output", args->output, "text or json")->capture_default_str();
+  disk->callback([args, exit_code] {
+    if (!ValidOutput(args->output)) {
+      *exit_code = Fail("text", "lab disk", Status::InvalidArgument("--output text|json"));
+      return;
+    }
+    auto built = BuildLabDisk(*args);
+    if (!built.ok()) {
+      *exit_code = Fail(args->output, "lab disk", built.status());
+      return;
+    }
+    nlohmann::json j = {{"path", built->spec.out_path},
+                        {"format", built->spec.format},
+                        {"data_offset", built->layout.data_offset},
+                        {"data_bytes", built->layout.data_bytes},
+                        {"cmdline", built->spec.cmdline},
+                        {"images", built->images_from}};
+    if (args->output == "json") {
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      std::printf("bootable disk %s (%s): partition 2 at byte %llu, %llu bytes; cmdline: %s\n",
+                  built->spec.out_path.c_str(), built->spec.format.c_str(),
+                  static_cast<unsigned long long>(built->layout.data_offset),
+                  static_cast<unsigned long long>(built->layout.data_bytes),
+                  built->spec.cmdline.c_str());
     }
     *exit_code = 0;
   });

@@ -1,8 +1,12 @@
 // Fast tests of the lab's pieces that need no libvirt: the guest's disk writer and verifier
 // (the real ferry_guest binary run on a plain file), the cpio writer and gzip.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -22,12 +26,31 @@ using ferry::testing::WriteFileBytes;
 
 constexpr size_t kBlock = 4096;
 
-ProcessResult Guest(const std::vector<std::string>& args) {
+int64_t NowMsForTest() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+ProcessResult RunGuest(const std::vector<std::string>& args) {
   std::vector<std::string> argv = {FERRY_GUEST_BINARY};
   argv.insert(argv.end(), args.begin(), args.end());
   auto r = RunProcess(argv, 60000);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   return r.ok() ? *r : ProcessResult{};
+}
+
+// Runs the writer/verifier on the file its first argument names ("ferry.disk=FILE"); checks
+// that it announced that device and its size first, and returns the rest of the output.
+ProcessResult Guest(const std::vector<std::string>& args) {
+  ProcessResult r = RunGuest(args);
+  const std::string disk = args.at(0).substr(std::string("ferry.disk=").size());
+  std::error_code ec;
+  const std::string device_line =
+      "FERRY-DEVICE " + disk + " " + std::to_string(std::filesystem::file_size(disk, ec)) + "\n";
+  EXPECT_EQ(r.output.rfind(device_line, 0), 0u) << r.output;
+  if (r.output.rfind(device_line, 0) == 0) r.output.erase(0, device_line.size());
+  return r;
 }
 
 std::string MakeDisk(const TempDir& dir, size_t bytes) {
@@ -89,6 +112,53 @@ TEST(GuestDisk, DetectsAZeroedAndACorruptBlock) {
   ASSERT_TRUE(WriteFileBytes(disk, beyond));
   EXPECT_EQ(Guest({"ferry.disk=" + disk, "ferry.disk_mode=verify"}).output,
             "FERRY-DISK-BAD 819200 malformed\n");
+}
+
+TEST(GuestDisk, TakesTheFirstDeviceOfTheListThatExists) {
+  TempDir dir;
+  std::string disk = MakeDisk(dir, 1 << 20);
+  auto r = RunGuest({"ferry.disk=" + dir.Join("vda2") + "," + disk + "," + dir.Join("hda2"),
+                     "ferry.disk_mode=verify", "ferry.disk_wait_ms=100"});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "FERRY-DEVICE " + disk + " 1048576\nFERRY-DISK-OK -1\n");
+  // None there: it waits (here 300 ms), then says so.
+  const int64_t t0 = NowMsForTest();
+  r = RunGuest(
+      {"ferry.disk=" + dir.Join("vda2") + "," + dir.Join("sda2"), "ferry.disk_wait_ms=300"});
+  EXPECT_GE(NowMsForTest() - t0, 300);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.output, "FERRY-ERROR disk " + dir.Join("vda2") + "," + dir.Join("sda2") +
+                          ": No such file or directory\n");
+}
+
+// What PID 1 does to the writer at power-off: SIGTERM stops it between two blocks, and its
+// last line names the last durable sequence, which a verify then finds exactly.
+TEST(GuestDisk, SigtermStopsTheWriterAfterAWholeBlock) {
+  TempDir dir;
+  std::string disk = MakeDisk(dir, 1 << 20);
+  const std::string out = dir.Join("out.txt");
+  auto pid = Spawn({FERRY_GUEST_BINARY, "ferry.disk=" + disk, "ferry.disk_iops=500"},
+                   SpawnOptions{.output_path = out, .new_session = false});
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  std::string text;
+  for (int i = 0; i < 500 && text.find("FERRY-DISK-SEQ") == std::string::npos; ++i) {
+    usleep(10000);
+    auto bytes = ReadFileBytes(out);
+    text.assign(bytes.begin(), bytes.end());
+  }
+  ASSERT_NE(text.find("FERRY-DISK-SEQ"), std::string::npos) << text;
+  ASSERT_EQ(kill(*pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(*pid, &status, 0), *pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto bytes = ReadFileBytes(out);
+  text.assign(bytes.begin(), bytes.end());
+  const size_t last = text.rfind("FERRY-DISK-SEQ ");
+  ASSERT_NE(last, std::string::npos);
+  EXPECT_EQ(text.find('\n', last), text.size() - 1) << "not the last line: " << text;
+  const long long seq = std::stoll(text.substr(last + 15));
+  EXPECT_EQ(Guest({"ferry.disk=" + disk, "ferry.disk_mode=verify"}).output,
+            "FERRY-DISK-OK " + std::to_string(seq) + "\n");
 }
 
 TEST(Initramfs, GzipRoundTripsThroughGzipTool) {
@@ -173,6 +243,41 @@ TEST(Lab, GuestCmdlineNamesEveryWorkload) {
   spec.disk_mode = DiskMode::kNone;
   spec.heartbeat_ms = 20;
   EXPECT_EQ(Lab::GuestCmdline(spec), "console=ttyS0 quiet panic=-1 ferry.heartbeat=20");
+}
+
+TEST(Lab, GuestCmdlineFindsTheDiskOnItsBus) {
+  GuestSpec spec;
+  spec.disk_bus = "sata";
+  EXPECT_EQ(Lab::GuestCmdline(spec),
+            "console=ttyS0 quiet panic=-1 ferry.heartbeat=10 ferry.disk=/dev/sda "
+            "ferry.disk_mode=write ferry.disk_iops=100");
+  // Booted from its disk, the writer takes partition 2 on whichever bus the disk ends up.
+  spec.boot_from_disk = true;
+  spec.disk_mode = DiskMode::kVerify;
+  EXPECT_EQ(Lab::GuestCmdline(spec),
+            "console=ttyS0 quiet panic=-1 ferry.heartbeat=10 "
+            "ferry.disk=/dev/vda2,/dev/sda2,/dev/hda2 ferry.disk_mode=verify ferry.disk_iops=100");
+}
+
+TEST(Initramfs, DefaultModulesCoverSataIdeAndThePowerButton) {
+  const auto& modules = DefaultGuestModules();
+  auto position = [&](const std::string& m) {
+    for (size_t i = 0; i < modules.size(); ++i) {
+      if (modules[i] == m) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  for (const char* m : {"drivers/ata/ahci.ko", "drivers/ata/ata_piix.ko", "drivers/scsi/sd_mod.ko",
+                        "drivers/acpi/button.ko", "drivers/input/evdev.ko"}) {
+    EXPECT_GE(position(m), 0) << m;
+  }
+  // Dependencies load first (finit_module does not resolve them).
+  EXPECT_LT(position("drivers/scsi/scsi_mod.ko"), position("drivers/ata/libata.ko"));
+  EXPECT_LT(position("drivers/ata/libata.ko"), position("drivers/ata/libahci.ko"));
+  EXPECT_LT(position("drivers/ata/libahci.ko"), position("drivers/ata/ahci.ko"));
+  EXPECT_LT(position("block/t10-pi.ko"), position("drivers/scsi/sd_mod.ko"));
+  EXPECT_LT(position("lib/crc-t10dif.ko"), position("block/t10-pi.ko"));
+  EXPECT_LT(position("lib/crc64-rocksoft.ko"), position("block/t10-pi.ko"));
 }
 
 TEST(Lab, DownRefusesAFolderThatIsNotALab) {

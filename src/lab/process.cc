@@ -5,15 +5,18 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 namespace ferry::lab {
@@ -75,44 +78,52 @@ bool AliveImpl(pid_t pid) {
   return true;
 }
 
-}  // namespace
-
-std::string QuoteArg(const std::string& arg) {
-  if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                            "0123456789-_./=:+,@") == std::string::npos) {
-    return arg;
-  }
-  std::string q = "'";
-  for (char c : arg) {
-    if (c == '\'') {
-      q += "'\\''";
-    } else {
-      q += c;
+// The child's stdin: /dev/null, or a memfd holding `input` (no pipe to keep fed while the
+// output is read, so any size works without a deadlock).
+Result<int> StdinFor(const std::string* input) {
+  if (input == nullptr) return open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int fd = memfd_create("ferry-stdin", MFD_CLOEXEC);
+  if (fd < 0) return Status::Io("memfd_create: " + std::string(strerror(errno)));
+  size_t done = 0;
+  while (done < input->size()) {
+    ssize_t n = write(fd, input->data() + done, input->size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      close(fd);
+      return Status::Io("memfd write: " + std::string(strerror(errno)));
     }
+    done += static_cast<size_t>(n);
   }
-  return q + "'";
+  lseek(fd, 0, SEEK_SET);
+  return fd;
 }
 
-Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, int64_t timeout_ms) {
+Result<ProcessResult> RunImpl(const std::vector<std::string>& argv, const std::string* input,
+                              int64_t timeout_ms) {
   if (argv.empty()) return Status::InvalidArgument("run: empty command");
+  FERRY_ASSIGN_OR_RETURN(int stdin_fd, StdinFor(input));
   int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return Status::Io("pipe: " + std::string(strerror(errno)));
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    if (stdin_fd >= 0) close(stdin_fd);
+    return Status::Io("pipe: " + std::string(strerror(errno)));
+  }
   std::vector<char*> args = ArgvPointers(argv);
   pid_t pid = fork();
   if (pid < 0) {
     close(fds[0]);
     close(fds[1]);
+    if (stdin_fd >= 0) close(stdin_fd);
     return Status::Io("fork: " + std::string(strerror(errno)));
   }
   if (pid == 0) {
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
+    if (stdin_fd >= 0) dup2(stdin_fd, STDIN_FILENO);
     dup2(fds[1], STDOUT_FILENO);
     dup2(fds[1], STDERR_FILENO);
     execvp(args[0], args.data());
     ChildFail(args[0]);
   }
   close(fds[1]);
+  if (stdin_fd >= 0) close(stdin_fd);
   ProcessResult result;
   const int64_t deadline = NowMs() + timeout_ms;
   bool timed_out = false;
@@ -145,8 +156,8 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, int64_t t
   return result;
 }
 
-Result<std::string> RunChecked(const std::vector<std::string>& argv, int64_t timeout_ms) {
-  FERRY_ASSIGN_OR_RETURN(ProcessResult r, RunProcess(argv, timeout_ms));
+Result<std::string> CheckedOutput(const std::vector<std::string>& argv, Result<ProcessResult> run) {
+  FERRY_ASSIGN_OR_RETURN(ProcessResult r, std::move(run));
   if (r.exit_code != 0) {
     std::string out = r.output;
     while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
@@ -154,6 +165,47 @@ Result<std::string> RunChecked(const std::vector<std::string>& argv, int64_t tim
                       out);
   }
   return std::move(r.output);
+}
+
+}  // namespace
+
+bool InPath(const std::string& program) {
+  const char* path = std::getenv("PATH");
+  std::stringstream ss(path != nullptr ? path : "/usr/sbin:/usr/bin:/sbin:/bin");
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (!dir.empty() && access((dir + "/" + program).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+std::string QuoteArg(const std::string& arg) {
+  if (!arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                            "0123456789-_./=:+,@") == std::string::npos) {
+    return arg;
+  }
+  std::string q = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      q += "'\\''";
+    } else {
+      q += c;
+    }
+  }
+  return q + "'";
+}
+
+Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, int64_t timeout_ms) {
+  return RunImpl(argv, nullptr, timeout_ms);
+}
+
+Result<std::string> RunChecked(const std::vector<std::string>& argv, int64_t timeout_ms) {
+  return CheckedOutput(argv, RunImpl(argv, nullptr, timeout_ms));
+}
+
+Result<std::string> RunCheckedWithInput(const std::vector<std::string>& argv,
+                                        const std::string& input, int64_t timeout_ms) {
+  return CheckedOutput(argv, RunImpl(argv, &input, timeout_ms));
 }
 
 Result<pid_t> Spawn(const std::vector<std::string>& argv, const SpawnOptions& o) {

@@ -26,6 +26,14 @@ Result<ProcessResult> RunProcess(const std::vector<std::string>& argv, int64_t t
 // Like RunProcess, but a non-zero exit is kIo naming the command and quoting its output.
 Result<std::string> RunChecked(const std::vector<std::string>& argv, int64_t timeout_ms);
 
+// Like RunChecked, with `input` as the child's stdin instead of /dev/null (sfdisk reads its
+// script there).
+Result<std::string> RunCheckedWithInput(const std::vector<std::string>& argv,
+                                        const std::string& input, int64_t timeout_ms);
+
+// True if `program` is an executable file in one of $PATH's folders.
+bool InPath(const std::string& program);
+
 // How a detached child is set up between fork and exec. Every string is prepared before the
 // fork so the child only makes system calls.
 struct SpawnOptions {

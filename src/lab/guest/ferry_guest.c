@@ -1,13 +1,17 @@
 /* ferry_guest: the workload of the Ferry lab's guests (docs/lab.md, "The guest").
  *
  * It is /init of the guest initramfs (PID 1): it mounts /proc, /sys and /dev, loads the
- * virtio modules listed in /etc/ferry/modules, then starts the workloads the kernel command
- * line asks for, each in its own process, and reaps children forever (PID 1 must not exit):
+ * modules listed in /etc/ferry/modules (virtio, SATA/IDE disks, the ACPI power button), then
+ * starts the workloads the kernel command line asks for, each in its own process, and reaps
+ * children until the power button is pressed (PID 1 must not exit):
  *
  *   ferry.heartbeat=MS       "FERRY-HB <counter> <guest CLOCK_MONOTONIC ms>" every MS ms (10)
  *   ferry.dirty_mib=N        memory dirtier working set in MiB (0: off)
  *   ferry.dirty_rate_mib=R   MiB/s of pages it dirties (0: as fast as it can)
- *   ferry.disk=/dev/vda      block device (or file) for the disk writer (unset: off)
+ *   ferry.disk=DEV[,DEV...]  block device (or file) for the disk writer (unset: off); of a
+ *                            list, the first that exists (waiting up to 10 s for one: a
+ *                            disk's partitions appear after its driver probed it)
+ *   ferry.disk_wait_ms=N     how long to wait for one of them (10000)
  *   ferry.disk_mode=M        write (default): verify what is there, then append from the
  *                            highest sequence on; verify: verify only
  *   ferry.disk_mib=N         area of the disk used, in MiB (16; capped to the device size)
@@ -18,12 +22,22 @@
  *   FERRY-READY                      user space is up, workloads are starting
  *   FERRY-HB <n> <ms>                heartbeat
  *   FERRY-DIRTY-READY <mib>          working set allocated and touched once
+ *   FERRY-DEVICE <path> <bytes>      the disk writer's device (of ferry.disk's list) and size
  *   FERRY-DISK-OK <seq>              every block verified; <seq> is the highest sequence (-1:
  *                                    none written yet)
  *   FERRY-DISK-BAD <offset> <why>    first block that fails verification
- *   FERRY-DISK-SEQ <seq>             every block up to <seq> is durable (written O_DSYNC)
+ *   FERRY-DISK-SEQ <seq>             every block up to <seq> is durable (written O_DSYNC);
+ *                                    also the writer's last line when it is stopped at power-off
  *   FERRY-DISK-DONE <seq>            disk_count reached
  *   FERRY-ERROR <what>               a workload could not start
+ *   FERRY-POWEROFF                   the ACPI power button was pressed (virsh shutdown): the
+ *                                    workloads are stopped, the disks synced; the guest powers off
+ *
+ * Graceful shutdown, as a real OS does it: the ACPI button driver (button.ko) turns the power
+ * button event into KEY_POWER on an input device; evdev (evdev.ko) exposes it as
+ * /dev/input/eventN; a watcher process reads those and exits with kPowerButtonExit, which
+ * PID 1 answers by stopping the workloads (the disk writer finishes its block), sync(),
+ * FERRY-POWEROFF, reboot(RB_POWER_OFF).
  *
  * Disk block layout (4096 bytes, little-endian as the guest's CPU): block k of the area
  * holds the most recent sequence number s with s % nblocks == k:
@@ -42,9 +56,12 @@
  * mount anything and exits when the disk workload ends.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <linux/input.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -55,26 +72,37 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/reboot.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
 enum { kBlockSize = 4096, kPageSize = 4096, kMaxLine = 256, kCmdlineMax = 4096 };
+enum {
+  kDiskListMax = 256,
+  kDiskWaitMs = 10000,       /* default: for a device of ferry.disk to appear */
+  kPowerButtonExit = 64,     /* the watcher's exit status: the button was pressed */
+  kInputDevicesMax = 32,
+  kInputRescanMs = 1000,     /* input devices may appear after the watcher started */
+  kDiskStopGraceMs = 5000,   /* at power-off, for the writer to finish its block */
+};
 static const char kMagic[8] = {'F', 'E', 'R', 'R', 'Y', 'B', 'L', 'K'};
 
 struct Options {
   long heartbeat_ms;
   long dirty_mib;
   long dirty_rate_mib;
-  char disk[128];
+  char disk[kDiskListMax];
   int verify_only;
   long disk_mib;
   long disk_iops;
   long disk_count;
+  long disk_wait_ms;
 };
 
 /* One write() per line so lines from several processes do not interleave. */
@@ -118,6 +146,7 @@ static void ParseOption(struct Options* o, const char* word) {
   else if (KEY_IS("disk_mib")) o->disk_mib = atol(val);
   else if (KEY_IS("disk_iops")) o->disk_iops = atol(val);
   else if (KEY_IS("disk_count")) o->disk_count = atol(val);
+  else if (KEY_IS("disk_wait_ms")) o->disk_wait_ms = atol(val);
 #undef KEY_IS
 }
 
@@ -307,32 +336,66 @@ static int64_t Verify(int fd, uint64_t nblocks) {
   return max_seq;
 }
 
+static volatile sig_atomic_t disk_stop_requested;
+
+static void OnDiskStop(int sig) {
+  (void)sig;
+  disk_stop_requested = 1;
+}
+
+/* Opens the first device of the comma-separated `list` that exists, waiting up to
+ * wait_ms for one to appear (modules probe, then partitions show up). Returns the fd and
+ * its path in `path`, or -1 after printing FERRY-ERROR. */
+static int OpenDisk(const char* list, long wait_ms, char* path, size_t path_size) {
+  char copy[kDiskListMax];
+  int last_errno = ENOENT;
+  const int64_t deadline = NowNs() + (int64_t)wait_ms * 1000000;
+  for (;;) {
+    snprintf(copy, sizeof(copy), "%s", list);
+    for (char* save = NULL, *dev = strtok_r(copy, ",", &save); dev != NULL;
+         dev = strtok_r(NULL, ",", &save)) {
+      int fd = open(dev, O_RDWR | O_DSYNC | O_CLOEXEC);
+      if (fd >= 0) {
+        snprintf(path, path_size, "%s", dev);
+        return fd;
+      }
+      if (errno != ENOENT && errno != ENXIO) { /* there, but unusable: say so */
+        Say("FERRY-ERROR disk %s: %s", dev, strerror(errno));
+        return -1;
+      }
+      last_errno = errno;
+    }
+    if (NowNs() >= deadline) break;
+    usleep(10000);
+  }
+  Say("FERRY-ERROR disk %s: %s", list, strerror(last_errno));
+  return -1;
+}
+
 /* Returns a process exit status. */
 static int Disk(const struct Options* o) {
   setpriority(PRIO_PROCESS, 0, 5);
-  int fd = -1;
-  for (int tries = 0; tries < 1000; ++tries) { /* the device may appear after module load */
-    fd = open(o->disk, O_RDWR | O_DSYNC | O_CLOEXEC);
-    if (fd >= 0 || errno != ENOENT) break;
-    usleep(10000);
-  }
-  if (fd < 0) {
-    Say("FERRY-ERROR disk %s: %s", o->disk, strerror(errno));
-    return 1;
-  }
+  /* SIGTERM (PID 1 at power-off) stops the writer between two blocks. */
+  struct sigaction sa = {.sa_handler = OnDiskStop};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  char dev[kDiskListMax];
+  int fd = OpenDisk(o->disk, o->disk_wait_ms, dev, sizeof(dev));
+  if (fd < 0) return 1;
   uint64_t size = 0;
   struct stat st;
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
     size = (uint64_t)st.st_size;
   } else if (ioctl(fd, BLKGETSIZE64, &size) != 0) {
-    Say("FERRY-ERROR disk %s: size: %s", o->disk, strerror(errno));
+    Say("FERRY-ERROR disk %s: size: %s", dev, strerror(errno));
     return 1;
   }
+  Say("FERRY-DEVICE %s %llu", dev, (unsigned long long)size);
   uint64_t area = (uint64_t)(o->disk_mib > 0 ? o->disk_mib : 16) << 20;
   if (area > size) area = size;
   uint64_t nblocks = area / kBlockSize;
   if (nblocks == 0) {
-    Say("FERRY-ERROR disk %s: too small", o->disk);
+    Say("FERRY-ERROR disk %s: too small", dev);
     return 1;
   }
   int64_t max_seq = Verify(fd, nblocks);
@@ -347,6 +410,10 @@ static int Disk(const struct Options* o) {
   long written = 0;
   uint64_t seq = (uint64_t)(max_seq + 1);
   for (;; ++seq) {
+    if (disk_stop_requested) {
+      if (written > 0) Say("FERRY-DISK-SEQ %llu", (unsigned long long)(seq - 1));
+      return 0;
+    }
     uint64_t off = (seq % nblocks) * kBlockSize;
     FillBlock(b, seq, off);
     if (pwrite(fd, b, kBlockSize, (off_t)off) != kBlockSize) {
@@ -371,6 +438,88 @@ static int Disk(const struct Options* o) {
   }
 }
 
+/* ---- power button ---- */
+
+static int HasPowerKey(int fd) {
+  unsigned long keys[KEY_MAX / (8 * sizeof(unsigned long)) + 1];
+  memset(keys, 0, sizeof(keys));
+  if (ioctl(fd, EVIOCGBIT(EV_KEY, sizeof(keys)), keys) < 0) return 0;
+  const size_t bits = 8 * sizeof(unsigned long);
+  return (keys[KEY_POWER / bits] >> (KEY_POWER % bits)) & 1;
+}
+
+/* Watches every /dev/input/event* that can report KEY_POWER (the ACPI button driver's
+ * "Power Button" devices) and exits with kPowerButtonExit on a press. Rescans the folder
+ * every kInputRescanMs: the devices appear when button.ko binds, possibly after we start. */
+static void PowerButtonWatcher(void) {
+  struct pollfd fds[kInputDevicesMax];
+  char seen[kInputDevicesMax][32];
+  int nfds = 0, nseen = 0;
+  for (;;) {
+    DIR* dir = opendir("/dev/input");
+    for (struct dirent* e = dir != NULL ? readdir(dir) : NULL; e != NULL; e = readdir(dir)) {
+      if (strncmp(e->d_name, "event", 5) != 0 || strlen(e->d_name) >= sizeof(seen[0]) ||
+          nseen == kInputDevicesMax) {
+        continue;
+      }
+      int known = 0;
+      for (int i = 0; i < nseen && !known; ++i) known = strcmp(seen[i], e->d_name) == 0;
+      if (known) continue;
+      char path[sizeof("/dev/input/") + sizeof(seen[0])];
+      snprintf(path, sizeof(path), "/dev/input/%.31s", e->d_name);
+      int fd = open(path, O_RDONLY | O_CLOEXEC);
+      if (fd < 0) continue; /* not ready yet: try again at the next scan */
+      snprintf(seen[nseen++], sizeof(seen[0]), "%.31s", e->d_name);
+      if (HasPowerKey(fd)) {
+        fds[nfds].fd = fd;
+        fds[nfds].events = POLLIN;
+        ++nfds;
+      } else {
+        close(fd);
+      }
+    }
+    if (dir != NULL) closedir(dir);
+    int ready = poll(fds, (nfds_t)nfds, kInputRescanMs);
+    for (int i = 0; ready > 0 && i < nfds; ++i) {
+      if (!(fds[i].revents & POLLIN)) continue;
+      struct input_event ev[16];
+      ssize_t n = read(fds[i].fd, ev, sizeof(ev));
+      for (ssize_t k = 0; n > 0 && k < n / (ssize_t)sizeof(ev[0]); ++k) {
+        if (ev[k].type == EV_KEY && ev[k].code == KEY_POWER && ev[k].value == 1) {
+          _exit(kPowerButtonExit);
+        }
+      }
+    }
+  }
+}
+
+struct Workloads {
+  pid_t heartbeat, dirtier, disk, power;
+};
+
+static void SleepMs(long ms) { SleepUntilNs(NowNs() + (int64_t)ms * 1000000); }
+
+/* PID 1's answer to the power button: what an OS's shutdown does, then ACPI power-off. */
+static void PowerOff(const struct Workloads* w) {
+  if (w->heartbeat > 0) kill(w->heartbeat, SIGKILL);
+  if (w->dirtier > 0) kill(w->dirtier, SIGKILL);
+  if (w->disk > 0 && kill(w->disk, SIGTERM) == 0) {
+    /* The writer finishes its block and prints its last durable sequence. */
+    for (long waited = 0; waited < kDiskStopGraceMs; waited += 10) {
+      if (waitpid(w->disk, NULL, WNOHANG) == w->disk) break;
+      SleepMs(10);
+    }
+    kill(w->disk, SIGKILL);
+  }
+  while (waitpid(-1, NULL, 0) > 0 || errno == EINTR) {
+  }
+  sync();
+  Say("FERRY-POWEROFF");
+  tcdrain(STDOUT_FILENO); /* the line must leave the UART before the machine goes */
+  reboot(RB_POWER_OFF);
+  for (;;) pause();
+}
+
 /* Forks `fn`-style workloads; the child never returns. */
 static pid_t Spawn(int which, const struct Options* o) {
   pid_t pid = fork();
@@ -378,13 +527,15 @@ static pid_t Spawn(int which, const struct Options* o) {
   switch (which) {
     case 0: Heartbeat(o->heartbeat_ms); break;
     case 1: Dirtier(o->dirty_mib, o->dirty_rate_mib); break;
-    default: _exit(Disk(o));
+    case 2: _exit(Disk(o));
+    default: PowerButtonWatcher();
   }
   _exit(0);
 }
 
 int main(int argc, char** argv) {
-  struct Options o = {.heartbeat_ms = 10, .disk_mib = 16, .disk_iops = 100};
+  struct Options o = {
+      .heartbeat_ms = 10, .disk_mib = 16, .disk_iops = 100, .disk_wait_ms = kDiskWaitMs};
   const int as_init = getpid() == 1;
   if (as_init) {
     MountEarly();
@@ -403,9 +554,11 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) ParseOption(&o, argv[i]);
     if (o.disk[0] != '\0' && o.heartbeat_ms == 0 && o.dirty_mib == 0) return Disk(&o);
   }
-  if (o.heartbeat_ms > 0) Spawn(0, &o);
-  if (o.dirty_mib > 0) Spawn(1, &o);
-  pid_t disk = o.disk[0] != '\0' ? Spawn(2, &o) : -1;
+  struct Workloads w = {-1, -1, -1, -1};
+  if (as_init) w.power = Spawn(3, &o);
+  if (o.heartbeat_ms > 0) w.heartbeat = Spawn(0, &o);
+  if (o.dirty_mib > 0) w.dirtier = Spawn(1, &o);
+  if (o.disk[0] != '\0') w.disk = Spawn(2, &o);
   for (;;) {
     int status;
     pid_t pid = wait(&status);
@@ -414,6 +567,12 @@ int main(int argc, char** argv) {
       if (errno == ECHILD) pause();
       continue;
     }
-    if (pid == disk && !as_init) return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    if (pid == w.power && WIFEXITED(status) && WEXITSTATUS(status) == kPowerButtonExit) {
+      PowerOff(&w);
+    }
+    if (pid == w.disk) {
+      if (!as_init) return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+      w.disk = -1; /* done (verify only, disk_count, or failed): nothing to stop later */
+    }
   }
 }
