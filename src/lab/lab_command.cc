@@ -140,6 +140,14 @@ struct BuiltDisk {
 // `ferry lab disk`: the kernel and initramfs of the lab at config.root if one is up there,
 // else made on the spot (as Lab::Up makes them) in a scratch folder.
 Result<BuiltDisk> BuildLabDisk(const LabArgs& args) {
+  // What BuildBootDisk would refuse, before the images are made for nothing.
+  if (args.disk_format != "raw" && args.disk_format != "qcow2") {
+    return Status::InvalidArgument("--format \"" + args.disk_format + "\": expected raw or qcow2");
+  }
+  std::error_code ec;
+  if (std::filesystem::exists(args.disk_out, ec)) {
+    return Status::AlreadyExists(args.disk_out + ": exists");
+  }
   BuiltDisk built;
   GuestSpec guest;  // the lab's defaults: heartbeat, writer on partition 2, mode write
   guest.boot_from_disk = true;
@@ -148,7 +156,6 @@ Result<BuiltDisk> BuildLabDisk(const LabArgs& args) {
   built.spec.cmdline = Lab::GuestCmdline(guest);
   built.spec.data_mib = args.data_mib;
   built.spec.format = args.disk_format;
-  std::error_code ec;
   std::optional<ScratchDir> scratch;
   if (std::filesystem::exists(args.config.root + "/lab.json", ec)) {
     FERRY_ASSIGN_OR_RETURN(auto lab, Lab::Attach(args.config.root));
