@@ -122,6 +122,7 @@ struct HttpServer::Impl {
       in.method = req.method;
       in.path = req.path;
       in.body = req.body;
+      in.content_type = req.get_header_value("Content-Type");
       for (size_t i = 0; i < route.names.size(); ++i) in.path_params[route.names[i]] = m[i + 1];
       for (const auto& [k, v] : req.params) in.query[k] = v;
       return route.handler(in);
@@ -229,7 +230,8 @@ Result<std::string> HttpClient::Delete(const std::string& path) const {
 }
 
 Result<std::string> HttpClient::Send(const std::string& method, const std::string& path,
-                                     const std::string& body, std::string* error_details) const {
+                                     const std::string& body, std::string* error_details,
+                                     const std::string& content_type) const {
   httplib::Client client(base_url_);
   if (!client.is_valid()) return Status::InvalidArgument("bad server URL \"" + base_url_ + "\"");
   client.set_connection_timeout(std::chrono::milliseconds(options_.connect_timeout_ms));
@@ -239,10 +241,11 @@ Result<std::string> HttpClient::Send(const std::string& method, const std::strin
   auto call = [&]() -> httplib::Result {
     if (method == "GET") return client.Get(path, headers);
     if (method == "POST") {
-      return client.Post(path, headers, body.empty() ? std::string("{}") : body, kJsonType);
+      return client.Post(path, headers, body.empty() ? std::string("{}") : body,
+                         content_type.c_str());
     }
     if (method == "DELETE") return client.Delete(path, headers);
-    return client.Put(path, headers, body, kJsonType);
+    return client.Put(path, headers, body, content_type.c_str());
   };
   if (method != "GET" && method != "POST" && method != "DELETE" && method != "PUT") {
     return Status::InvalidArgument("HTTP method " + method + " not supported by the client");

@@ -34,6 +34,7 @@ struct HttpRequest {
   std::map<std::string, std::string> path_params;  // {name} parts of the route
   std::map<std::string, std::string> query;
   std::string body;
+  std::string content_type;  // the request's Content-Type header ("" if none)
 
   // The path parameter (must exist in the route) / a query parameter or `fallback`.
   const std::string& Param(const std::string& name) const;
@@ -93,8 +94,10 @@ class HttpClient {
   Result<std::string> Delete(const std::string& path) const;
 
   // Like the calls above but also returns the error details object (JSON) of a failure.
+  // content_type: the request body's (POST, PUT), e.g. "application/yaml" for a plan.
   Result<std::string> Send(const std::string& method, const std::string& path,
-                           const std::string& body, std::string* error_details) const;
+                           const std::string& body, std::string* error_details,
+                           const std::string& content_type = "application/json") const;
 
  private:
   std::string base_url_;

@@ -63,14 +63,15 @@ Result<std::string> ApiClient::Delete(const std::string& path) const {
 }
 
 Result<std::string> ApiClient::Post(const std::string& path, const std::string& body,
-                                    CallFailure* failure) const {
-  return Call("POST", path, body, failure);
+                                    CallFailure* failure, const std::string& content_type) const {
+  return Call("POST", path, body, failure, content_type);
 }
 
 Result<std::string> ApiClient::Call(const std::string& method, const std::string& path,
-                                    const std::string& body, CallFailure* failure) const {
+                                    const std::string& body, CallFailure* failure,
+                                    const std::string& content_type) const {
   std::string details;
-  Result<std::string> r = client_.Send(method, path, body, &details);
+  Result<std::string> r = client_.Send(method, path, body, &details, content_type);
   if (r.ok()) return r;
   Status s = r.status();
   if (details.empty()) details = "{}";

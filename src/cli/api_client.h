@@ -61,13 +61,17 @@ class ApiClient {
   Result<std::string> Delete(const std::string& path) const;
   // failure (optional) receives the error details; a 422 whose details carry the check list
   // comes back as kFailedPrecondition whatever wire code the server used for it
-  // ("failed_precondition", or "validation_failed" as docs/control-plane.md names it).
+  // ("failed_precondition", or "validation_failed" as docs/control-plane.md names it); the
+  // checks may come as details.checks, details.plans[].checks or details.vms[].checks.
+  // content_type: the body's ("application/yaml" for a plan document).
   Result<std::string> Post(const std::string& path, const std::string& body,
-                           CallFailure* failure = nullptr) const;
+                           CallFailure* failure = nullptr,
+                           const std::string& content_type = "application/json") const;
 
  private:
   Result<std::string> Call(const std::string& method, const std::string& path,
-                           const std::string& body, CallFailure* failure) const;
+                           const std::string& body, CallFailure* failure,
+                           const std::string& content_type = "application/json") const;
 
   api::HttpClient client_;
 };

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <map>
 
 #include "api/errors.h"
 #include "cli/progress.h"
@@ -240,6 +241,138 @@ std::string FormatMigrationDetails(const MigrationRecord& m, const std::vector<E
   if (events.empty()) out += "  (none)\n";
   for (const EventRecord& e : events) out += "  " + FormatEventLine(e) + "\n";
   return out;
+}
+
+namespace {
+
+std::optional<double> PercentOfVm(const PlanVmRecord& v) {
+  if (v.progress.percent) return v.progress.percent;
+  if (v.state == "completed") return 100.0;
+  if (v.progress.bytes_total > 0) {
+    return std::min(100.0, 100.0 * static_cast<double>(v.progress.bytes_done) /
+                               static_cast<double>(v.progress.bytes_total));
+  }
+  return std::nullopt;
+}
+
+std::string PhaseOfVm(const PlanVmRecord& v) {
+  return !v.phase.empty() ? v.phase : v.progress.phase;
+}
+
+bool Active(const PlanVmRecord& v) {
+  return v.state != "completed" && v.state != "failed" && v.state != "cancelled";
+}
+
+}  // namespace
+
+std::string FormatPlansTable(const std::vector<PlanStatusRecord>& plans, int64_t now_ms) {
+  std::vector<std::vector<std::string>> rows;
+  for (const PlanStatusRecord& p : plans) {
+    size_t completed = 0;
+    for (const PlanVmRecord& v : p.vms) completed += v.state == "completed" ? 1 : 0;
+    rows.push_back({Printable(p.name), Printable(p.id), Printable(p.state),
+                    std::to_string(p.vms.size()),
+                    std::to_string(completed) + "/" + std::to_string(p.vms.size()),
+                    p.created_at_ms > 0 ? FormatAge(now_ms - p.created_at_ms) : "-"});
+  }
+  return FormatTable({"NAME", "ID", "STATE", "VMS", "DONE", "AGE"}, rows);
+}
+
+std::string FormatBootCheck(const PlanVmRecord& vm) {
+  if (vm.result && vm.result->boot && vm.result->boot->checked) {
+    const BootCheckRecord& b = *vm.result->boot;
+    if (!b.ok) return "failed";
+    return b.elapsed_ms >= 0 ? "ok (" + FormatMillis(b.elapsed_ms) + ")" : "ok";
+  }
+  // A failed boot check fails the migration (docs/plans.md), possibly without a result.
+  if (vm.error && vm.error->message.rfind("boot check", 0) == 0) return "failed";
+  return "-";
+}
+
+std::string FormatPlanStatus(const PlanStatusRecord& plan, int64_t now_ms) {
+  std::string out =
+      "plan " + Printable(plan.name) + " (" + Printable(plan.id) + "): " + Printable(plan.state);
+  if (plan.created_at_ms > 0) out += ", created " + FormatAge(now_ms - plan.created_at_ms) + " ago";
+  out += "\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const PlanVmRecord& v : plan.vms) {
+    std::optional<double> pct = PercentOfVm(v);
+    rows.push_back({Printable(v.vm), OrDash(v.target_name), OrDash(v.state), OrDash(PhaseOfVm(v)),
+                    pct ? Percent(*pct) : "-",
+                    v.progress.rate > 0 && Active(v) ? FormatRate(v.progress.rate) : "-",
+                    FormatBootCheck(v)});
+  }
+  out += FormatTable({"VM", "TARGET", "STATE", "PHASE", "DONE", "RATE", "BOOT CHECK"}, rows);
+  for (const PlanVmRecord& v : plan.vms) {
+    if (v.error) {
+      out += Printable(v.vm) + ": " + Printable(v.error->code) + ": " +
+             Printable(v.error->message) + "\n";
+    } else if (v.result && v.result->boot && v.result->boot->checked &&
+               !v.result->boot->message.empty()) {
+      out += Printable(v.vm) + ": boot check: " + Printable(v.result->boot->message) + "\n";
+    }
+  }
+  return out;
+}
+
+std::string FormatPlanProgressLine(const PlanStatusRecord& plan) {
+  std::string line;
+  for (const PlanVmRecord& v : plan.vms) {
+    if (!Active(v)) continue;
+    std::string part =
+        Printable(v.vm) + " " + (PhaseOfVm(v).empty() ? OrDash(v.state) : Printable(PhaseOfVm(v)));
+    if (std::optional<double> pct = PercentOfVm(v)) part += " " + Percent(*pct);
+    if (v.progress.rate > 0) part += " " + FormatRate(v.progress.rate);
+    line += (line.empty() ? "" : " | ") + part;
+  }
+  return line.empty() ? "plan " + Printable(plan.name) + " " + Printable(plan.state) : line;
+}
+
+std::string FormatPlanOutcome(const PlanStatusRecord& plan) {
+  std::map<std::string, size_t> counts;
+  for (const PlanVmRecord& v : plan.vms) ++counts[v.state.empty() ? "-" : v.state];
+  std::string parts;
+  for (const char* state : {"completed", "failed", "cancelled"}) {
+    if (auto it = counts.find(state); it != counts.end()) {
+      parts += (parts.empty() ? "" : ", ") + std::to_string(it->second) + " " + state;
+      counts.erase(it);
+    }
+  }
+  for (const auto& [state, n] : counts) {
+    parts += (parts.empty() ? "" : ", ") + std::to_string(n) + " " + Printable(state);
+  }
+  return "plan " + Printable(plan.name) + " " + Printable(plan.state) +
+         (parts.empty() ? "" : ": " + parts);
+}
+
+std::string FormatShareVmsTable(const std::vector<ShareVmRecord>& vms) {
+  std::vector<std::vector<std::string>> rows;
+  for (const ShareVmRecord& v : vms) {
+    std::string missing;
+    for (const std::string& m : v.missing) missing += (missing.empty() ? "" : ",") + Printable(m);
+    rows.push_back({OrDash(v.host), OrDash(v.share), Printable(v.id), OrDash(v.name),
+                    OrDash(v.platform), v.vcpus > 0 ? std::to_string(v.vcpus) : "?",
+                    v.memory_bytes > 0 ? FormatBytes(v.memory_bytes) : "?",
+                    std::to_string(v.disk_count) + " / " + FormatBytes(v.disk_bytes),
+                    std::to_string(v.nic_count), missing.empty() ? "-" : missing});
+  }
+  return FormatTable(
+      {"HOST", "SHARE", "ID", "NAME", "PLATFORM", "VCPUS", "MEMORY", "DISKS", "NICS", "MISSING"},
+      rows);
+}
+
+int ExitCodeForPlan(const PlanStatusRecord& plan) {
+  if (plan.state == "completed") return 0;
+  bool cancelled = plan.state == "cancelled";
+  for (const PlanVmRecord& v : plan.vms) {
+    if (v.state == "failed") {
+      ErrorCode code = v.error ? api::ErrorCodeFromWireName(v.error->code) : ErrorCode::kInternal;
+      if (code == ErrorCode::kOk) code = ErrorCode::kInternal;
+      return ExitCodeFor(code);
+    }
+    cancelled = cancelled || v.state == "cancelled";
+  }
+  return ExitCodeFor(cancelled ? ErrorCode::kCancelled : ErrorCode::kInternal);
 }
 
 std::string FormatChecks(const std::vector<CheckRecord>& checks, bool all) {

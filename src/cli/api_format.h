@@ -49,6 +49,25 @@ std::string FormatOutcome(const MigrationRecord& m);
 // "✗ cpu_compatible: ..." per check; only the failed ones unless all = true (then ✓ too).
 std::string FormatChecks(const std::vector<CheckRecord>& checks, bool all);
 
+// Migration plans (ferry plans, ferry plan status): NAME, ID, STATE, VMS, DONE, AGE.
+std::string FormatPlansTable(const std::vector<PlanStatusRecord>& plans, int64_t now_ms);
+// A plan's page: "plan NAME (ID): STATE", its VMs (VM, TARGET, STATE, PHASE, DONE, RATE,
+// BOOT CHECK), then each VM's error.
+std::string FormatPlanStatus(const PlanStatusRecord& plan, int64_t now_ms);
+// The BOOT CHECK cell: "ok (12.3 s)", "failed", "-" (none, or not yet).
+std::string FormatBootCheck(const PlanVmRecord& vm);
+// The live line while a plan runs: "web1 copying 45.0% 20.00 MiB/s | db1 queued".
+std::string FormatPlanProgressLine(const PlanStatusRecord& plan);
+// "plan wave-1 partial: 1 completed, 1 failed".
+std::string FormatPlanOutcome(const PlanStatusRecord& plan);
+// The export shares' VMs: HOST, SHARE, ID, NAME, PLATFORM, VCPUS, MEMORY, DISKS, NICS, MISSING.
+std::string FormatShareVmsTable(const std::vector<ShareVmRecord>& vms);
+
+// The exit status for a plan that ended: 0 completed; else the first failed VM's error code
+// (ExitCodeFor, kInternal when unknown or absent), else ExitCodeFor(kCancelled) when a VM or
+// the plan was cancelled, else ExitCodeFor(kInternal). REQUIRES: plan.IsFinal().
+int ExitCodeForPlan(const PlanStatusRecord& plan);
+
 // The process exit status for a migration that ended: 0 completed, ExitCodeFor(its error
 // code) failed (kInternal when the code is unknown or absent), ExitCodeFor(kCancelled)
 // cancelled. REQUIRES: m.IsFinal().

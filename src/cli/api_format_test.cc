@@ -145,6 +145,67 @@ TEST(ApiFormatTest, ChecksAndExitCodes) {
   EXPECT_EQ(ExitCodeForOutcome(m), ExitCodeFor(ErrorCode::kInternal));
 }
 
+PlanStatusRecord Plan(const std::string& state) {
+  PlanStatusRecord p;
+  p.id = "p-1";
+  p.name = "wave-1";
+  p.state = state;
+  p.created_at_ms = 1'000'000;
+  PlanVmRecord web1;
+  web1.vm = "web1";
+  web1.target_name = "web1";
+  web1.state = "completed";
+  web1.phase = "done";
+  ResultRecord r;
+  r.boot = BootCheckRecord{true, true, 12'300, "login: seen"};
+  web1.result = r;
+  PlanVmRecord db1;
+  db1.vm = "db1";
+  db1.target_name = "db1-kvm";
+  db1.state = "running";
+  db1.phase = "copying";
+  db1.progress.bytes_total = 4ull << 30;
+  db1.progress.bytes_done = 1ull << 30;
+  db1.progress.rate = 20ull << 20;
+  p.vms = {web1, db1};
+  return p;
+}
+
+TEST(ApiFormatTest, PlanPagesAndOutcomes) {
+  PlanStatusRecord p = Plan("running");
+  EXPECT_EQ(FormatPlanStatus(p, 61'000'000),
+            "plan wave-1 (p-1): running, created 16h ago\n"
+            "VM    TARGET   STATE      PHASE    DONE    RATE         BOOT CHECK\n"
+            "web1  web1     completed  done     100.0%  -            ok (12.3 s)\n"
+            "db1   db1-kvm  running    copying  25.0%   20.00 MiB/s  -\n"
+            "web1: boot check: login: seen\n");
+  EXPECT_EQ(FormatPlanProgressLine(p), "db1 copying 25.0% 20.00 MiB/s");
+  EXPECT_EQ(FormatPlansTable({p}, 61'000'000),
+            "NAME    ID   STATE    VMS  DONE  AGE\n"
+            "wave-1  p-1  running  2    1/2   16h\n");
+
+  p.state = "partial";
+  p.vms[1].state = "failed";
+  p.vms[1].error = ErrorRecord{"unsupported", "boot check: the guest\x1b[2J did not answer"};
+  EXPECT_EQ(FormatBootCheck(p.vms[1]), "failed");
+  EXPECT_TRUE(FormatPlanStatus(p, 0).find("db1: unsupported: boot check: the guest?[2J did") !=
+              std::string::npos);
+  EXPECT_EQ(FormatPlanOutcome(p), "plan wave-1 partial: 1 completed, 1 failed");
+  EXPECT_EQ(ExitCodeForPlan(p), ExitCodeFor(ErrorCode::kUnsupported));
+  p.vms[1].error.reset();
+  EXPECT_EQ(ExitCodeForPlan(p), ExitCodeFor(ErrorCode::kInternal));
+  p.vms[1].state = "cancelled";
+  p.state = "cancelled";
+  EXPECT_EQ(ExitCodeForPlan(p), ExitCodeFor(ErrorCode::kCancelled));
+  EXPECT_EQ(ExitCodeForPlan(Plan("completed")), 0);
+
+  PlanVmRecord plain;
+  EXPECT_EQ(FormatBootCheck(plain), "-");
+  plain.result = ResultRecord{};
+  plain.result->boot = BootCheckRecord{true, false, -1, "no marker"};
+  EXPECT_EQ(FormatBootCheck(plain), "failed");
+}
+
 TEST(ApiFormatTest, OptionValues) {
   EXPECT_EQ(*ParseBandwidth("100M"), 100ull << 20);
   EXPECT_EQ(*ParseBandwidth("1G/s"), 1ull << 30);

@@ -159,6 +159,21 @@ std::string Index(const std::string& path, size_t i) {
   return path + "[" + std::to_string(i) + "]";
 }
 
+// A list of strings (nullptr: none).
+std::vector<std::string> ReadStrings(const Json* array, const std::string& path, Status* error) {
+  std::vector<std::string> out;
+  if (array == nullptr) return out;
+  for (size_t i = 0; i < array->size() && error->ok(); ++i) {
+    if (!(*array)[i].is_string()) {
+      *error = Status::Corrupt("ferryd answer: " + Index(path, i) + ": expected a string, got " +
+                               TypeName((*array)[i]));
+      break;
+    }
+    out.push_back((*array)[i].get<std::string>());
+  }
+  return out;
+}
+
 // Parses `body`; a non-JSON answer is kCorrupt quoting its start.
 Result<Json> ParseBody(const std::string& body) {
   Json j = Json::parse(body, nullptr, /*allow_exceptions=*/false);
@@ -230,6 +245,117 @@ VmRecord ReadVm(const Json& j, const std::string& path, Status* error) {
   return v;
 }
 
+ProgressRecord ReadProgress(const Json& j, const std::string& path, Status* error) {
+  Reader pr(j, path, error);
+  ProgressRecord g;
+  g.phase = pr.Str("phase");
+  g.bytes_total = pr.Uint("bytes_total");
+  g.bytes_done = pr.Uint("bytes_done");
+  g.bytes_remaining = pr.Uint("bytes_remaining");
+  g.rate = pr.Uint("rate");
+  g.dirty_rate = pr.Uint("dirty_rate");
+  g.iteration = pr.Uint("iteration");
+  g.eta_ms = pr.Int("eta_ms", -1, -1);
+  g.downtime_limit_ms = pr.Int("downtime_limit_ms", 0);
+  g.throttle_percent = pr.Int("throttle_percent", 0);
+  g.postcopy = pr.Bool("postcopy");
+  g.percent = pr.Number("percent", 0.0, 100.0);
+  return g;
+}
+
+ResultRecord ReadResult(const Json& j, const std::string& path, Status* error) {
+  Reader rr(j, path, error);
+  ResultRecord out;
+  out.total_ms = rr.Int("total_ms", 0);
+  out.bytes_sent = rr.Uint("bytes_sent");
+  out.qemu_downtime_ms = rr.Int("qemu_downtime_ms", -1, -1);
+  out.guest_downtime_ms = rr.Int("guest_downtime_ms", -1, -1);
+  out.notes = ReadStrings(rr.Array("notes"), rr.Path("notes"), error);
+  out.defined_vm = rr.Str("defined_vm");
+  if (const Json* boot = rr.Object("boot")) {
+    Reader br(*boot, rr.Path("boot"), error);
+    BootCheckRecord b;
+    b.checked = br.Bool("checked");
+    b.ok = br.Bool("ok");
+    b.elapsed_ms = br.Int("elapsed_ms", -1, -1);
+    b.message = br.Str("message");
+    out.boot = std::move(b);
+  }
+  return out;
+}
+
+ErrorRecord ReadError(const Json& j, const std::string& path, Status* error) {
+  Reader er(j, path, error);
+  ErrorRecord out;
+  out.code = er.Str("code", true);
+  out.message = er.Str("message");
+  return out;
+}
+
+constexpr std::string_view kPlanStates[] = {"ready",  "running",   "completed",
+                                            "failed", "cancelled", "partial"};
+
+PlanVmRecord ReadPlanVm(const Json& j, const std::string& path, Status* error) {
+  PlanVmRecord v;
+  Reader r(j, path, error);
+  v.vm = r.Str("vm", true);
+  v.target_name = r.Str("target_name");
+  v.migration = r.Str("migration");
+  v.state = r.Str("state");
+  v.phase = r.Str("phase");
+  if (const Json* p = r.Object("progress"))
+    v.progress = ReadProgress(*p, r.Path("progress"), error);
+  if (const Json* res = r.Object("result")) v.result = ReadResult(*res, r.Path("result"), error);
+  if (const Json* e = r.Object("error")) v.error = ReadError(*e, r.Path("error"), error);
+  return v;
+}
+
+PlanStatusRecord ReadPlanStatus(const Json& j, const std::string& path, Status* error) {
+  PlanStatusRecord p;
+  Reader r(j, path, error);
+  p.id = r.Str("id", true);
+  p.name = r.Str("name", true);
+  p.state = r.OneOf("state", {std::begin(kPlanStates), std::end(kPlanStates)}, true);
+  p.created_at_ms = r.Int("created_at_ms", 0);
+  p.updated_at_ms = r.Int("updated_at_ms", 0);
+  r.Object("document");  // type-checked only: the CLI prints it with --output json
+  if (const Json* vms = r.Array("vms")) {
+    for (size_t i = 0; i < vms->size() && error->ok(); ++i) {
+      p.vms.push_back(ReadPlanVm((*vms)[i], Index(r.Path("vms"), i), error));
+    }
+  }
+  if (error->ok()) p.json = Dump(j);
+  return p;
+}
+
+// GET /api/v1/shares: ShareVm ({"id", "share", "vm": VmDescription}) + "host".
+ShareVmRecord ReadShareVm(const Json& j, const std::string& path, Status* error) {
+  ShareVmRecord s;
+  Reader r(j, path, error);
+  s.host = r.Str("host");
+  s.id = r.Str("id", true);
+  s.share = r.Str("share");
+  if (const Json* vm = r.Object("vm", true)) {
+    Reader v(*vm, r.Path("vm"), error);
+    s.name = v.Str("name");
+    s.platform = v.Str("platform");
+    s.vcpus = v.Int("vcpus", 0);
+    s.memory_bytes = v.Uint("memory_bytes");
+    s.firmware = v.Str("firmware");
+    if (const Json* disks = v.Array("disks")) {
+      for (size_t i = 0; i < disks->size() && error->ok(); ++i) {
+        Reader d((*disks)[i], Index(v.Path("disks"), i), error);
+        s.disk_bytes += d.Uint("capacity_bytes");
+        ++s.disk_count;
+      }
+    }
+    if (const Json* nics = v.Array("nics")) s.nic_count = nics->size();
+    s.missing = ReadStrings(v.Array("missing"), v.Path("missing"), error);
+  }
+  if (error->ok()) s.json = Dump(j);
+  return s;
+}
+
 MigrationRecord ReadMigration(const Json& j, const std::string& path, Status* error) {
   MigrationRecord m;
   Reader r(j, path, error);
@@ -244,48 +370,10 @@ MigrationRecord ReadMigration(const Json& j, const std::string& path, Status* er
   m.priority = r.Int("priority", 0, std::numeric_limits<int64_t>::min());
   m.created_at_ms = r.Int("created_at_ms", 0);
   m.updated_at_ms = r.Int("updated_at_ms", 0);
-  if (const Json* p = r.Object("progress")) {
-    Reader pr(*p, r.Path("progress"), error);
-    ProgressRecord& g = m.progress;
-    g.phase = pr.Str("phase");
-    g.bytes_total = pr.Uint("bytes_total");
-    g.bytes_done = pr.Uint("bytes_done");
-    g.bytes_remaining = pr.Uint("bytes_remaining");
-    g.rate = pr.Uint("rate");
-    g.dirty_rate = pr.Uint("dirty_rate");
-    g.iteration = pr.Uint("iteration");
-    g.eta_ms = pr.Int("eta_ms", -1, -1);
-    g.downtime_limit_ms = pr.Int("downtime_limit_ms", 0);
-    g.throttle_percent = pr.Int("throttle_percent", 0);
-    g.postcopy = pr.Bool("postcopy");
-    g.percent = pr.Number("percent", 0.0, 100.0);
-  }
-  if (const Json* res = r.Object("result")) {
-    Reader rr(*res, r.Path("result"), error);
-    ResultRecord out;
-    out.total_ms = rr.Int("total_ms", 0);
-    out.bytes_sent = rr.Uint("bytes_sent");
-    out.qemu_downtime_ms = rr.Int("qemu_downtime_ms", -1, -1);
-    out.guest_downtime_ms = rr.Int("guest_downtime_ms", -1, -1);
-    if (const Json* notes = rr.Array("notes")) {
-      for (size_t i = 0; i < notes->size() && error->ok(); ++i) {
-        if (!(*notes)[i].is_string()) {
-          *error = Status::Corrupt("ferryd answer: " + Index(rr.Path("notes"), i) +
-                                   ": expected a string, got " + TypeName((*notes)[i]));
-          break;
-        }
-        out.notes.push_back((*notes)[i].get<std::string>());
-      }
-    }
-    m.result = std::move(out);
-  }
-  if (const Json* e = r.Object("error")) {
-    Reader er(*e, r.Path("error"), error);
-    ErrorRecord out;
-    out.code = er.Str("code", true);
-    out.message = er.Str("message");
-    m.error = std::move(out);
-  }
+  if (const Json* p = r.Object("progress"))
+    m.progress = ReadProgress(*p, r.Path("progress"), error);
+  if (const Json* res = r.Object("result")) m.result = ReadResult(*res, r.Path("result"), error);
+  if (const Json* e = r.Object("error")) m.error = ReadError(*e, r.Path("error"), error);
   if (error->ok()) m.json = Dump(j);
   return m;
 }
@@ -364,6 +452,38 @@ bool MigrationRecord::IsFinal() const {
   return state == "completed" || state == "failed" || state == "cancelled";
 }
 
+bool PlanStatusRecord::IsFinal() const {
+  return state == "completed" || state == "failed" || state == "cancelled" || state == "partial";
+}
+
+Result<std::vector<PlanStatusRecord>> ParsePlanList(const std::string& body) {
+  return ReadList<PlanStatusRecord>(body, "plans", ReadPlanStatus);
+}
+
+Result<PlanStatusRecord> ParsePlanStatus(const std::string& body) {
+  return ReadOne<PlanStatusRecord>(body, ReadPlanStatus);
+}
+
+Result<ValidationRecord> ParsePlanValidation(const std::string& body) {
+  FERRY_ASSIGN_OR_RETURN(Json j, ParseBody(body));
+  Status error;
+  Reader r(j, "", &error);
+  ValidationRecord v;
+  if (const Json* vms = r.Array("vms", true)) v.plans = ReadPlans(*vms, "vms", &error);
+  v.ok = true;
+  for (const PlanRecord& p : v.plans) {
+    for (const CheckRecord& c : p.checks) v.ok = v.ok && c.ok;
+  }
+  if (r.Field("ok", false) != nullptr) v.ok = r.Bool("ok") && v.ok;
+  if (!error.ok()) return error;
+  v.json = Dump(j);
+  return v;
+}
+
+Result<std::vector<ShareVmRecord>> ParseShareVmList(const std::string& body) {
+  return ReadList<ShareVmRecord>(body, "vms", ReadShareVm);
+}
+
 Result<std::vector<HostRecord>> ParseHostList(const std::string& body) {
   return ReadList<HostRecord>(body, "hosts", ReadHost);
 }
@@ -409,6 +529,10 @@ Result<std::vector<CheckRecord>> ParseValidationDetails(const std::string& detai
     out = ReadChecks(*checks, r.Path("checks"), "", &error);
   } else if (const Json* plans = r.Array("plans")) {
     for (PlanRecord& p : ReadPlans(*plans, r.Path("plans"), &error)) {
+      for (CheckRecord& c : p.checks) out.push_back(std::move(c));
+    }
+  } else if (const Json* vms = r.Array("vms")) {  // a plan's: {"vms": [{"vm", "checks"}]}
+    for (PlanRecord& p : ReadPlans(*vms, r.Path("vms"), &error)) {
       for (CheckRecord& c : p.checks) out.push_back(std::move(c));
     }
   } else if (error.ok()) {

@@ -69,12 +69,22 @@ struct ProgressRecord {
   std::optional<double> percent;  // 0..100
 };
 
+// A cold migration's boot check on the target (JobResult::BootCheck).
+struct BootCheckRecord {
+  bool checked = false;  // a marker was set and the VM was started
+  bool ok = false;
+  int64_t elapsed_ms = -1;  // start to marker
+  std::string message;
+};
+
 struct ResultRecord {
   int64_t total_ms = 0;
   uint64_t bytes_sent = 0;
   int64_t qemu_downtime_ms = -1;   // -1 = not applicable
   int64_t guest_downtime_ms = -1;  // -1 = not measured
   std::vector<std::string> notes;
+  std::string defined_vm;               // cold: the VM defined on the target
+  std::optional<BootCheckRecord> boot;  // cold: absent when the server sent none
 };
 
 struct ErrorRecord {
@@ -114,6 +124,41 @@ struct ValidationRecord {
   std::string json;
 };
 
+// A plan's VM (docs/plans.md, "ferryd API additions": Plan.vms[]).
+struct PlanVmRecord {
+  std::string vm, target_name;
+  std::string migration;  // its migration's id ("" before the plan started)
+  std::string state, phase;
+  ProgressRecord progress;
+  std::optional<ResultRecord> result;
+  std::optional<ErrorRecord> error;
+};
+
+// A migration plan (POST/GET /api/v1/plans...). `json` keeps the whole record, document included.
+struct PlanStatusRecord {
+  std::string id, name;
+  std::string state;  // ready, running, completed, failed, cancelled, partial
+  int64_t created_at_ms = 0, updated_at_ms = 0;
+  std::vector<PlanVmRecord> vms;
+  std::string json;
+
+  // completed, failed, cancelled or partial.
+  bool IsFinal() const;
+};
+
+// A VM in an export share (GET /api/v1/shares: ShareVm + "host"), the description summed up.
+struct ShareVmRecord {
+  std::string host, id, share;
+  std::string name, platform, firmware;  // the description's
+  int64_t vcpus = 0;
+  uint64_t memory_bytes = 0;
+  size_t disk_count = 0;
+  uint64_t disk_bytes = 0;  // total virtual size
+  size_t nic_count = 0;
+  std::vector<std::string> missing;  // what the plan must supply: vcpus, memory, firmware
+  std::string json;
+};
+
 // GET /api/v1/hosts -> {"hosts": [...]}; GET/POST .../hosts/{id} -> a Host.
 Result<std::vector<HostRecord>> ParseHostList(const std::string& body);
 Result<HostRecord> ParseHost(const std::string& body);
@@ -127,8 +172,18 @@ Result<std::vector<EventRecord>> ParseEventList(const std::string& body);
 // POST .../migrations/validate -> {"plans": [...], "ok": bool}.
 Result<ValidationRecord> ParseValidation(const std::string& body);
 // The details object of a failed validation: {"checks": [...]}; plans are accepted too
-// ({"plans": [{"vm","checks"}]}), flattened with each check's vm set.
+// ({"plans": [{"vm","checks"}]}, and a migration plan's {"vms": [{"vm","checks"}]}),
+// flattened with each check's vm set.
 Result<std::vector<CheckRecord>> ParseValidationDetails(const std::string& details_json);
+// GET /api/v1/plans -> {"plans": [...]}; GET/POST .../plans/{id}[/start|cancel|deploy] and
+// POST /api/v1/plans -> a Plan.
+Result<std::vector<PlanStatusRecord>> ParsePlanList(const std::string& body);
+Result<PlanStatusRecord> ParsePlanStatus(const std::string& body);
+// POST /api/v1/plans?validate_only=1 -> {"vms": [{"vm", "checks"}]} (into `plans`, type "");
+// ok = every check passed (and the answer's own "ok", when it has one).
+Result<ValidationRecord> ParsePlanValidation(const std::string& body);
+// GET /api/v1/shares -> {"vms": [ShareVm + "host"]}.
+Result<std::vector<ShareVmRecord>> ParseShareVmList(const std::string& body);
 
 // The body of POST /api/v1/migrations (and /validate).
 struct MigrationRequest {

@@ -160,6 +160,102 @@ TEST(ApiModelTest, DamagedAnswersNeverCrash) {
   }
 }
 
+constexpr char kPlan[] = R"({"id": "p-1", "name": "wave-1", "state": "partial",
+  "document": {"name": "wave-1"}, "created_at_ms": 5, "updated_at_ms": 6,
+  "vms": [
+    {"vm": "web1", "target_name": "web1", "migration": "m-1", "state": "completed",
+     "phase": "done", "progress": {"bytes_total": 10, "bytes_done": 10, "percent": 100},
+     "result": {"total_ms": 60000, "defined_vm": "web1",
+                "boot": {"checked": true, "ok": true, "elapsed_ms": 12300, "message": "seen"}},
+     "error": null},
+    {"vm": "db1", "target_name": "db1-kvm", "migration": null, "state": "failed",
+     "phase": "booting", "progress": {}, "result": null,
+     "error": {"code": "io", "message": "boot check: no 'login:' on the console within 300 s"}}]})";
+
+TEST(ApiModelTest, ReadsPlansSharesAndPlanValidations) {
+  auto plan = ParsePlanStatus(kPlan);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->id, "p-1");
+  EXPECT_EQ(plan->state, "partial");
+  EXPECT_TRUE(plan->IsFinal());
+  ASSERT_EQ(plan->vms.size(), 2u);
+  const PlanVmRecord& web1 = plan->vms[0];
+  EXPECT_EQ(web1.migration, "m-1");
+  EXPECT_EQ(web1.progress.percent, 100.0);
+  ASSERT_TRUE(web1.result && web1.result->boot);
+  EXPECT_EQ(web1.result->defined_vm, "web1");
+  EXPECT_TRUE(web1.result->boot->ok);
+  EXPECT_EQ(web1.result->boot->elapsed_ms, 12300);
+  EXPECT_EQ(plan->vms[1].migration, "");
+  ASSERT_TRUE(plan->vms[1].error);
+  EXPECT_EQ(plan->vms[1].error->code, "io");
+  EXPECT_TRUE(plan->json.find("\"document\":{\"name\":\"wave-1\"}") != std::string::npos);
+  auto list = ParsePlanList(std::string(R"({"plans": [)") + kPlan + "]}");
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_EQ(list->size(), 1u);
+
+  auto shares = ParseShareVmList(R"({"vms": [{"host": "h1", "id": "a/vm.json", "share": "s",
+    "vm": {"name": "a", "platform": "ferry", "vcpus": 2, "memory_bytes": 1024,
+           "disks": [{"capacity_bytes": 7}, {"capacity_bytes": 8}], "nics": [{}],
+           "missing": ["firmware"], "some_future_field": 1}}]})");
+  ASSERT_TRUE(shares.ok()) << shares.status().ToString();
+  EXPECT_EQ((*shares)[0].disk_count, 2u);
+  EXPECT_EQ((*shares)[0].disk_bytes, 15u);
+  EXPECT_EQ((*shares)[0].nic_count, 1u);
+  EXPECT_EQ((*shares)[0].missing, std::vector<std::string>{"firmware"});
+
+  auto v = ParsePlanValidation(R"({"vms": [{"vm": "a", "checks": [{"name": "x", "ok": true}]},
+    {"vm": "b", "checks": [{"name": "y", "ok": false, "message": "no"}]}]})");
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_FALSE(v->ok);
+  EXPECT_EQ(v->plans[1].checks[0].vm, "b");
+  v = ParsePlanValidation(R"({"vms": [{"vm": "a", "checks": [{"name": "x", "ok": true}]}]})");
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok);
+  v = ParsePlanValidation(R"({"ok": false, "vms": []})");
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->ok);
+
+  auto details = ParseValidationDetails(
+      R"({"vms": [{"vm": "db1", "checks": [{"name": "pool_capacity", "ok": false}]}]})");
+  ASSERT_TRUE(details.ok()) << details.status().ToString();
+  ASSERT_EQ(details->size(), 1u);
+  EXPECT_EQ((*details)[0].vm, "db1");
+}
+
+TEST(ApiModelTest, MalformedPlansNameTheField) {
+  auto expect = [](const Status& s, const std::string& part) {
+    EXPECT_EQ(s.code(), ErrorCode::kCorrupt) << s.ToString();
+    EXPECT_TRUE(s.message().find(part) != std::string::npos) << s.ToString();
+  };
+  expect(ParsePlanStatus(R"({"id": "p", "name": "n", "state": "sleeping"})").status(),
+         "state: unknown value \"sleeping\"");
+  expect(
+      ParsePlanStatus(R"({"id": "p", "name": "n", "state": "ready", "vms": [{"vm": 3}]})").status(),
+      "vms[0].vm: expected a string");
+  expect(ParsePlanStatus(R"({"id": "p", "name": "n", "state": "ready", "document": []})").status(),
+         "document: expected an object");
+  expect(ParsePlanStatus(R"({"id": "p", "name": "n", "state": "ready",
+    "vms": [{"vm": "a", "result": {"boot": {"ok": "yes"}}}]})")
+             .status(),
+         "vms[0].result.boot.ok: expected true or false");
+  expect(ParseShareVmList(R"({"vms": [{"id": "x", "vm": {"missing": [1]}}]})").status(),
+         "vms[0].vm.missing[0]: expected a string");
+  expect(ParseShareVmList(R"({"vms": [{"id": "x"}]})").status(), "vms[0].vm: missing");
+  expect(ParsePlanList(R"({"plan": []})").status(), "plans: missing");
+  const std::string good = kPlan;
+  for (size_t i = 0; i < good.size(); i += 2) {
+    for (char c : {'"', '1', '{', ']', '\0'}) {
+      std::string bad = good;
+      bad[i] = c;
+      auto p = ParsePlanStatus(bad);
+      if (!p.ok()) {
+        EXPECT_EQ(p.status().code(), ErrorCode::kCorrupt);
+      }
+    }
+  }
+}
+
 TEST(ApiModelTest, BuildsRequests) {
   MigrationRequest r;
   r.vms = {"g1", "g2"};

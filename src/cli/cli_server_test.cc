@@ -441,6 +441,394 @@ TEST_F(CliServerTest, MalformedAnswerIsAnErrorNamingTheField) {
   EXPECT_TRUE(Has(r.output, "vm: expected a string")) << r.output;
 }
 
+// --- Migration plans (docs/plans.md, "ferryd API additions") ------------------------------
+
+// A stand-in for ferryd's plan endpoints. Plans by name (and id p-NAME): wave-1 runs for two
+// polls and completes; wave-fail ends partial (db1's boot check failed, code io); wave-cancel
+// ends cancelled after POST .../cancel; wave-garbage answers a malformed record. A posted
+// document containing "bad" fails validation (422 with details.vms[].checks).
+class FakePlanFerryd {
+ public:
+  FakePlanFerryd() : server_(kToken) {
+    server_.Route("POST /api/v1/plans", [this](const HttpRequest& r) {
+      Record("POST /api/v1/plans", r.body);
+      Record("content-type", r.content_type);
+      Record("validate_only", r.Query("validate_only", "(absent)"));
+      const bool bad = r.body.find("bad") != std::string::npos;
+      if (r.Query("validate_only") == "1") {
+        return HttpResponse::Json(Json({{"vms", VmChecks(bad)}}).dump());
+      }
+      if (bad) {
+        return HttpResponse::Error(Status::FailedPrecondition("2 of 2 VMs failed validation"),
+                                   Json({{"vms", VmChecks(true)}}).dump());
+      }
+      return HttpResponse::Json(Plan("wave-1", 0).dump(), 201);
+    });
+    server_.Route("GET /api/v1/plans", [](const HttpRequest&) {
+      return HttpResponse::Json(
+          Json({{"plans", {Plan("wave-1", 0), Plan("wave-fail", 3)}}}).dump());
+    });
+    server_.Route("GET /api/v1/plans/{id}", [this](const HttpRequest& r) {
+      std::string name = r.Param("id");
+      if (name.rfind("p-", 0) == 0) name = name.substr(2);
+      if (name == "wave-garbage") {
+        return HttpResponse::Json(R"({"id":"p-x","name":"wave-garbage","state":"sleeping"})");
+      }
+      if (name.rfind("wave-", 0) != 0) {
+        return HttpResponse::Error(Status::NotFound("plan " + r.Param("id") + " not found"));
+      }
+      std::lock_guard lock(mu_);
+      return HttpResponse::Json(Plan(name, ++polls_[name], cancelled_).dump());
+    });
+    for (const std::string action : {"start", "cancel", "deploy"}) {
+      server_.Route("POST /api/v1/plans/{id}/" + action, [this, action](const HttpRequest& r) {
+        Record("action", action + " " + r.Param("id"));
+        if (r.Param("id").rfind("p-", 0) != 0) {  // actions take the id, not the name
+          return HttpResponse::Error(Status::NotFound("plan " + r.Param("id") + " not found"));
+        }
+        const std::string name = r.Param("id").substr(2);
+        if (action == "start" && name == "wave-bad") {
+          return HttpResponse::Error(Status::FailedPrecondition("re-validation failed"),
+                                     Json({{"vms", VmChecks(true)}}).dump());
+        }
+        std::lock_guard lock(mu_);
+        if (action == "cancel") cancelled_ = true;
+        return HttpResponse::Json(Plan(name, polls_[name], cancelled_).dump());
+      });
+    }
+    server_.Route("DELETE /api/v1/plans/{id}", [this](const HttpRequest& r) {
+      Record("DELETE", r.Param("id"));
+      if (r.Param("id") == "p-wave-fail") {
+        return HttpResponse::Error(
+            Status::FailedPrecondition("plan wave-fail has active migrations"));
+      }
+      return HttpResponse::NoContent();
+    });
+    server_.Route("GET /api/v1/shares", [this](const HttpRequest& r) {
+      Record("GET /api/v1/shares", r.Query("host", "(all)"));
+      Json web1 = {{"host", "host1"},
+                   {"id", "web1.ova"},
+                   {"share", "exports"},
+                   {"vm",
+                    {{"name", "web1"},
+                     {"platform", "vmware"},
+                     {"vcpus", 2},
+                     {"memory_bytes", 2ull << 30},
+                     {"firmware", "bios"},
+                     {"disks", {{{"id", "disk0"}, {"capacity_bytes", 10ull << 30}}}},
+                     {"nics", {{{"id", "nic0"}}}},
+                     {"missing", Json::array()}}}};
+      Json disk7 = {{"host", "host1"},
+                    {"id", "disk7.qcow2"},
+                    {"share", "exports"},
+                    {"vm",
+                     {{"name", "disk7"},
+                      {"platform", "unknown"},
+                      {"disks", {{{"id", "disk0"}, {"capacity_bytes", 1ull << 30}}}},
+                      {"missing", {"vcpus", "memory", "firmware"}}}}};
+      return HttpResponse::Json(Json({{"vms", {web1, disk7}}}).dump());
+    });
+    EXPECT_TRUE(server_.Start("127.0.0.1:0").ok());
+  }
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(server_.port()); }
+
+  std::string Seen(const std::string& what) {
+    std::lock_guard lock(mu_);
+    return seen_[what];
+  }
+
+ private:
+  static Json VmChecks(bool bad) {
+    Json web1 = {{"vm", "web1"},
+                 {"checks",
+                  {{{"name", "vm_found"}, {"ok", true}, {"message", "web1.ova"}},
+                   {{"name", "networks_mapped"},
+                    {"ok", !bad},
+                    {"message", bad ? "NIC nic1's network \"Backup LAN\" has no mapping"
+                                    : "every NIC's network has a mapping"}}}}};
+    Json db1 = {{"vm", "db1"},
+                {"checks",
+                 {{{"name", "pool_capacity"},
+                   {"ok", !bad},
+                   {"message", bad ? "pool local has 1.20 GiB available; disks of this plan need "
+                                     "4.00 GiB"
+                                   : "pool local: 4.00 GiB needed"}}}}};
+    return {web1, db1};
+  }
+
+  // The plan after `polls` GETs.
+  static Json Plan(const std::string& name, int polls, bool cancelled = false) {
+    const bool final = polls >= 3 && (name != "wave-cancel" || cancelled);
+    Json web1 = {
+        {"vm", "web1"},
+        {"target_name", "web1"},
+        {"migration", "m-w1"},
+        {"state", "running"},
+        {"phase", "copying"},
+        {"progress",
+         {{"bytes_total", 10ull << 30}, {"bytes_done", 4ull << 30}, {"rate", 50ull << 20}}},
+        {"result", nullptr},
+        {"error", nullptr}};
+    Json db1 = {
+        {"vm", "db1"}, {"target_name", "db1-kvm"},   {"migration", "m-d1"}, {"state", "queued"},
+        {"phase", ""}, {"progress", Json::object()}, {"result", nullptr},   {"error", nullptr}};
+    std::string state = "running";
+    if (final) {
+      web1["state"] = "completed";
+      web1["phase"] = "done";
+      web1["result"] = {{"total_ms", 60000},
+                        {"defined_vm", "web1"},
+                        {"boot",
+                         {{"checked", true},
+                          {"ok", true},
+                          {"elapsed_ms", 12300},
+                          {"message", "login: after 12.3 s"}}}};
+      if (name == "wave-fail") {
+        db1["state"] = "failed";
+        db1["phase"] = "booting";
+        db1["error"] = {{"code", "io"},
+                        {"message", "boot check: no 'login:' on the console within 300 s"}};
+        state = "partial";
+      } else if (name == "wave-cancel") {
+        db1["state"] = "cancelled";
+        state = "cancelled";
+      } else {
+        db1["state"] = "completed";
+        db1["phase"] = "done";
+        state = "completed";
+      }
+    }
+    return {{"id", "p-" + name},  {"name", name},
+            {"state", state},     {"document", {{"name", name}}},
+            {"created_at_ms", 1}, {"updated_at_ms", 2},
+            {"vms", {web1, db1}}};
+  }
+
+  void Record(const std::string& what, const std::string& value) {
+    std::lock_guard lock(mu_);
+    seen_[what] = value;
+  }
+
+  api::HttpServer server_;
+  std::mutex mu_;
+  std::map<std::string, int> polls_;
+  std::map<std::string, std::string> seen_;
+  bool cancelled_ = false;
+};
+
+class CliPlanTest : public ::testing::Test {
+ protected:
+  testing::CommandResult Ferry(const std::string& args) {
+    return testing::Run(ShellQuote(testing::FerryBinary()) + " --server " + fake_.url() +
+                        " --token " + kToken + " " + args);
+  }
+  std::string Write(const std::string& name, const std::string& text) {
+    const std::string path = dir_.Join(name);
+    EXPECT_TRUE(testing::WriteFileBytes(path, std::vector<uint8_t>(text.begin(), text.end())));
+    return path;
+  }
+
+  testing::TempDir dir_;
+  FakePlanFerryd fake_;
+};
+
+constexpr char kPlanYaml[] =
+    "name: wave-1\nsource: {type: share, host: host1, share: exports}\n"
+    "target: {host: host2}\nvms: [{name: web1}, {name: db1}]\n";
+
+TEST_F(CliPlanTest, ApplySendsTheFileAsItIs) {
+  const std::string yaml = Write("plan.yaml", kPlanYaml);
+  auto r = Ferry("plan apply -f " + yaml);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("POST /api/v1/plans"), kPlanYaml);
+  EXPECT_EQ(fake_.Seen("content-type"), "application/yaml");
+  EXPECT_EQ(fake_.Seen("validate_only"), "(absent)");
+  EXPECT_TRUE(Has(r.output, "plan wave-1 (p-wave-1): running")) << r.output;
+  EXPECT_TRUE(Has(r.output, "VM    TARGET   STATE    PHASE    DONE   RATE         BOOT CHECK"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output, "web1  web1     running  copying  40.0%  50.00 MiB/s  -")) << r.output;
+  EXPECT_TRUE(Has(r.output, "db1   db1-kvm  queued   -        -      -            -")) << r.output;
+
+  const std::string json_text = R"({"name": "wave-1", "source": {"host": "h"}})";
+  const std::string json = Write("plan.json", json_text);
+  r = Ferry("plan apply -f " + json + " --output json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("POST /api/v1/plans"), json_text);
+  EXPECT_EQ(fake_.Seen("content-type"), "application/json");
+  Json j = Json::parse(r.output, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.output;
+  EXPECT_EQ(j["id"], "p-wave-1");
+  EXPECT_EQ(j["vms"][1]["target_name"], "db1-kvm");
+
+  r = testing::Run("printf 'name: from-stdin\\n' | " + ShellQuote(testing::FerryBinary()) +
+                   " --server " + fake_.url() + " --token " + kToken + " plan apply -f -");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("POST /api/v1/plans"), "name: from-stdin\n");
+  EXPECT_EQ(fake_.Seen("content-type"), "application/yaml");
+
+  // Nothing is sent for a missing or empty file, or without -f.
+  EXPECT_EQ(Ferry("plan apply -f " + dir_.Join("nope.yaml")).exit_code, 3);
+  EXPECT_EQ(Ferry("plan apply -f " + Write("empty.yaml", " \n")).exit_code, 2);
+  EXPECT_EQ(Ferry("plan apply -f " + dir_.path()).exit_code, 2);
+  EXPECT_EQ(Ferry("plan apply").exit_code, 2);
+  EXPECT_EQ(Ferry("plan").exit_code, 2);
+}
+
+TEST_F(CliPlanTest, FailedValidationPrintsEveryVmsFailedChecksAndExits10) {
+  const std::string bad = Write("bad.yml", "name: bad\n");
+  auto r = Ferry("plan apply -f " + bad);
+  EXPECT_EQ(r.exit_code, 10) << r.output;
+  EXPECT_TRUE(Has(r.output,
+                  "✗ web1: networks_mapped: NIC nic1's network \"Backup LAN\" has no "
+                  "mapping"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output, "✗ db1: pool_capacity: pool local has 1.20 GiB available")) << r.output;
+  EXPECT_FALSE(Has(r.output, "vm_found")) << r.output;  // passing checks are not listed
+  EXPECT_TRUE(Has(r.output, "validation failed")) << r.output;
+  EXPECT_EQ(fake_.Seen("content-type"), "application/yaml");
+
+  r = Ferry("plan apply -f " + bad + " --output json 2>/dev/null");
+  EXPECT_EQ(r.exit_code, 10) << r.output;
+  Json j = Json::parse(r.output, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.output;
+  EXPECT_EQ(j["error"]["code"], "failed_precondition");
+  EXPECT_EQ(j["error"]["details"]["vms"][1]["vm"], "db1");
+
+  // validate: every check of every VM.
+  r = Ferry("plan validate -f " + bad);
+  EXPECT_EQ(r.exit_code, 10) << r.output;
+  EXPECT_EQ(fake_.Seen("validate_only"), "1");
+  EXPECT_TRUE(Has(r.output, "web1:\n  ✓ vm_found: web1.ova\n  ✗ networks_mapped:")) << r.output;
+  EXPECT_TRUE(Has(r.output, "db1:\n  ✗ pool_capacity")) << r.output;
+  EXPECT_TRUE(Has(r.output, "validation failed")) << r.output;
+  r = Ferry("plan validate -f " + Write("good.yaml", kPlanYaml));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "✓ pool_capacity: pool local: 4.00 GiB needed")) << r.output;
+  EXPECT_TRUE(Has(r.output, "validation passed")) << r.output;
+  r = Ferry("plan validate -f " + bad + " --output json");
+  EXPECT_EQ(r.exit_code, 10) << r.output;
+  EXPECT_EQ(Json::parse(r.output, nullptr, false)["vms"][0]["checks"][1]["ok"], false) << r.output;
+
+  // start re-validates; a refusal there is the same.
+  r = Ferry("plan start wave-bad");
+  EXPECT_EQ(r.exit_code, 10) << r.output;
+  EXPECT_TRUE(Has(r.output, "✗ db1: pool_capacity")) << r.output;
+}
+
+TEST_F(CliPlanTest, ApplyWaitAndStatusWatchExitWithThePlansOutcome) {
+  auto r = Ferry("plan apply -f " + Write("plan.yaml", kPlanYaml) + " --wait");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "web1: running (copying)")) << r.output;
+  EXPECT_TRUE(Has(r.output, "db1: completed (done)")) << r.output;
+  EXPECT_TRUE(Has(r.output, "web1  web1     completed  done   100.0%  -     ok (12.3 s)"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output, "plan wave-1 completed: 2 completed")) << r.output;
+
+  r = Ferry("plan status wave-fail --watch");
+  EXPECT_EQ(r.exit_code, ExitCodeFor(ErrorCode::kIo)) << r.output;
+  EXPECT_TRUE(Has(r.output, "db1: failed (booting)")) << r.output;
+  EXPECT_TRUE(Has(r.output, "db1   db1-kvm  failed     booting  -       -     failed")) << r.output;
+  EXPECT_TRUE(Has(r.output, "db1: io: boot check: no 'login:' on the console within 300 s"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output, "plan wave-fail partial: 1 completed, 1 failed")) << r.output;
+
+  // Cancelled: exit 9, once the cancel was asked for.
+  r = Ferry("plan cancel wave-cancel");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("action"), "cancel p-wave-cancel");
+  r = Ferry("plan status wave-cancel --watch");
+  EXPECT_EQ(r.exit_code, ExitCodeFor(ErrorCode::kCancelled)) << r.output;
+
+  EXPECT_EQ(Ferry("plan status nothing --watch").exit_code, 3);
+}
+
+TEST_F(CliPlanTest, WatchJsonIsOneObjectPerLine) {
+  auto r = Ferry("plan status wave-fail --watch --output json 2>/dev/null");
+  EXPECT_EQ(r.exit_code, ExitCodeFor(ErrorCode::kIo)) << r.output;
+  std::istringstream in(r.output);
+  std::vector<Json> lines;
+  for (std::string line; std::getline(in, line);)
+    lines.push_back(Json::parse(line, nullptr, false));
+  ASSERT_GE(lines.size(), 3u) << r.output;
+  for (size_t i = 0; i + 1 < lines.size(); ++i) EXPECT_EQ(lines[i]["type"], "poll") << r.output;
+  EXPECT_EQ(lines.back()["type"], "final");
+  EXPECT_EQ(lines.back()["plan"]["state"], "partial");
+  EXPECT_EQ(lines.back()["plan"]["vms"][1]["error"]["code"], "io");
+
+  // apply --wait --output json: the created plan on one line, then the watch lines.
+  r = Ferry("plan apply -f " + Write("p.yaml", kPlanYaml) + " --wait --output json 2>/dev/null");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::istringstream in2(r.output);
+  std::string first;
+  std::getline(in2, first);
+  EXPECT_EQ(Json::parse(first, nullptr, false)["id"], "p-wave-1") << r.output;
+}
+
+TEST_F(CliPlanTest, ListStatusActionsAndDelete) {
+  auto r = Ferry("plans");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "NAME       ID           STATE    VMS  DONE  AGE")) << r.output;
+  EXPECT_TRUE(Has(r.output, "wave-1     p-wave-1     running  2    0/2")) << r.output;
+  EXPECT_TRUE(Has(r.output, "wave-fail  p-wave-fail  partial  2    1/2")) << r.output;
+  r = Ferry("plans --output json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Json::parse(r.output, nullptr, false)["plans"][1]["state"], "partial") << r.output;
+
+  r = Ferry("plan status wave-1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(Has(r.output, "plan wave-1 (p-wave-1): running")) << r.output;
+  r = Ferry("plan status wave-1 --output json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Json::parse(r.output, nullptr, false)["document"]["name"], "wave-1") << r.output;
+  EXPECT_EQ(Ferry("plan status nothing").exit_code, 3);
+
+  // Actions resolve the name to the plan's id.
+  for (const std::string action : {"start", "deploy", "cancel"}) {
+    r = Ferry("plan " + action + " wave-1");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_EQ(fake_.Seen("action"), action + " p-wave-1");
+    EXPECT_TRUE(Has(r.output, "plan wave-1 (p-wave-1)")) << r.output;
+  }
+  EXPECT_EQ(Ferry("plan start nothing").exit_code, 3);
+
+  r = Ferry("plan delete wave-1");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("DELETE"), "p-wave-1");
+  EXPECT_TRUE(Has(r.output, "plan wave-1 (p-wave-1) deleted")) << r.output;
+  r = Ferry("plan delete wave-1 --output json");
+  EXPECT_EQ(Json::parse(r.output, nullptr, false)["deleted"], "wave-1") << r.output;
+  r = Ferry("plan delete wave-fail");
+  EXPECT_EQ(r.exit_code, 10) << r.output;
+  EXPECT_TRUE(Has(r.output, "has active migrations")) << r.output;
+
+  r = Ferry("plan status wave-garbage");
+  EXPECT_EQ(r.exit_code, ExitCodeFor(ErrorCode::kCorrupt)) << r.output;
+  EXPECT_TRUE(Has(r.output, "state: unknown value \"sleeping\"")) << r.output;
+}
+
+TEST_F(CliPlanTest, Shares) {
+  auto r = Ferry("shares --host host1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("GET /api/v1/shares"), "host1");
+  EXPECT_TRUE(Has(r.output,
+                  "HOST   SHARE    ID           NAME   PLATFORM  VCPUS  MEMORY    DISKS          "
+                  "NICS  MISSING"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output,
+                  "host1  exports  web1.ova     web1   vmware    2      2.00 GiB  1 / 10.00 GiB  "
+                  "1     -"))
+      << r.output;
+  EXPECT_TRUE(Has(r.output,
+                  "disk7.qcow2  disk7  unknown   ?      ?         1 / 1.00 GiB   0     "
+                  "vcpus,memory,firmware"))
+      << r.output;
+  r = Ferry("shares --output json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("GET /api/v1/shares"), "(all)");
+  EXPECT_EQ(Json::parse(r.output, nullptr, false)["vms"][1]["vm"]["missing"][0], "vcpus");
+}
+
 TEST(CliUnreachableTest, UnreachableServerIsAnIoError) {
   for (const std::string out : {"table", "json"}) {
     auto r = testing::Run(ShellQuote(testing::FerryBinary()) +

@@ -1,6 +1,6 @@
 // `ferry`: the command line. Offline disk tools (convert, inspect, compare, serve), the lab,
 // and the management commands over ferryd's REST API (hosts, vms, migrate, migrations,
-// migration, watch, cancel). Exit statuses: docs/cli.md.
+// migration, watch, cancel, plans, plan, shares). Exit statuses: docs/cli.md.
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
   ferry::cli::AddVmsCommand(app, &server, &exit_code);
   ferry::cli::AddMigrateCommand(app, &server, &exit_code);
   ferry::cli::AddMigrationsCommands(app, &server, &exit_code);
+  ferry::cli::AddPlanCommands(app, &server, &exit_code);
+  ferry::cli::AddSharesCommand(app, &server, &exit_code);
   ferry::lab::AddLabCommand(app, &exit_code);
   try {
     app.parse(argc, argv);

@@ -54,54 +54,18 @@ Result<MigrationRequest> BuildRequest(const MigrateArgs& a) {
   return r;
 }
 
-// A refused validation: the checks that failed, then the error; exit 10.
-int ReportValidationFailure(OutputMode mode, const Status& status, const CallFailure& failure) {
-  if (mode == OutputMode::kJson) {
-    std::printf(
-        "%s\n",
-        JsonObject(
-            {{"error",
-              JsonObject({{"code", JsonString(std::string(api::ErrorCodeWireName(status.code())))},
-                          {"message", JsonString(status.message())},
-                          {"details", failure.details_json}})}})
-            .c_str());
-  } else {
-    std::printf("%s", FormatChecks(failure.checks, /*all=*/false).c_str());
-    std::fprintf(stderr, "ferry %s: validation failed, nothing was started: %s\n", kCommand,
-                 status.message().c_str());
-  }
-  return ExitCodeFor(ErrorCode::kFailedPrecondition);
-}
-
 int RunValidateOnly(const ApiClient& client, OutputMode mode, const std::string& body) {
   CallFailure failure;
   auto answer = client.Post("/api/v1/migrations/validate", body, &failure);
   if (!answer.ok()) {
     if (answer.status().code() == ErrorCode::kFailedPrecondition) {
-      return ReportValidationFailure(mode, answer.status(), failure);
+      return ReportValidationFailure(mode, kCommand, answer.status(), failure);
     }
     return ReportError(mode, kCommand, answer.status());
   }
   auto v = ParseValidation(*answer);
   if (!v.ok()) return ReportError(mode, kCommand, v.status());
-  if (mode == OutputMode::kJson) {
-    std::printf("%s\n", PrettyJson(v->json).c_str());
-  } else {
-    for (const PlanRecord& p : v->plans) {
-      std::printf("%s (%s):\n", Printable(p.vm).c_str(), Printable(p.type).c_str());
-      std::vector<CheckRecord> checks = p.checks;
-      for (CheckRecord& c : checks) c.vm.clear();  // the plan's heading names the VM
-      std::string text = FormatChecks(checks, /*all=*/true);
-      size_t start = 0;
-      while (start < text.size()) {
-        size_t end = text.find('\n', start);
-        std::printf("  %s\n", text.substr(start, end - start).c_str());
-        start = end + 1;
-      }
-    }
-    std::printf("validation %s\n", v->ok ? "passed" : "failed");
-  }
-  return v->ok ? 0 : ExitCodeFor(ErrorCode::kFailedPrecondition);
+  return ReportValidation(mode, *v);
 }
 
 int RunMigrate(const ServerArgs& global, const MigrateArgs& a) {
@@ -118,7 +82,7 @@ int RunMigrate(const ServerArgs& global, const MigrateArgs& a) {
   auto answer = client.Post("/api/v1/migrations", body, &failure);
   if (!answer.ok()) {
     if (answer.status().code() == ErrorCode::kFailedPrecondition) {
-      return ReportValidationFailure(mode, answer.status(), failure);
+      return ReportValidationFailure(mode, kCommand, answer.status(), failure);
     }
     return ReportError(mode, kCommand, answer.status());
   }

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <map>
 
 #include "cli/api_format.h"
 
@@ -135,6 +136,58 @@ Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, Ou
   }
   std::fflush(stdout);
   return finals;
+}
+
+std::string PlanPath(const std::string& id) { return "/api/v1/plans/" + api::UrlEncode(id); }
+
+Result<PlanStatusRecord> WatchPlan(const ApiClient& client, OutputMode mode, const std::string& id,
+                                   const WatchOptions& options) {
+  ProgressLine progress(mode);
+  std::map<std::string, std::string> last_seen;  // VM -> "state (phase)"
+  int64_t last_success_ns = options.clock->NowNanos();
+  PlanStatusRecord plan;
+  for (;;) {
+    Result<std::string> body = client.Get(PlanPath(id));
+    Result<PlanStatusRecord> polled =
+        body.ok() ? ParsePlanStatus(*body) : Result<PlanStatusRecord>(body.status());
+    if (!polled.ok()) {
+      const int64_t waited_ns = options.clock->NowNanos() - last_success_ns;
+      if (polled.status().code() != ErrorCode::kIo || waited_ns >= options.retry_ms * kNanosPerMs) {
+        progress.Clear();
+        return polled.status().WithContext("watch plan " + id);
+      }
+      options.clock->SleepNanos(options.poll_ms * kNanosPerMs);
+      continue;
+    }
+    last_success_ns = options.clock->NowNanos();
+    plan = std::move(*polled);
+    if (mode == OutputMode::kJson) {
+      std::printf("%s\n", JsonObject({{"type", JsonString("poll")}, {"plan", plan.json}}).c_str());
+    } else {
+      for (const PlanVmRecord& v : plan.vms) {
+        const std::string phase = v.phase.empty() ? v.progress.phase : v.phase;
+        const std::string now = v.state + (phase.empty() ? "" : " (" + phase + ")");
+        std::string& seen = last_seen[v.vm];
+        if (seen == now) continue;
+        seen = now;
+        progress.Clear();
+        std::printf("%s: %s\n", Printable(v.vm).c_str(), Printable(now).c_str());
+      }
+    }
+    std::fflush(stdout);
+    if (plan.IsFinal()) break;
+    progress.Show(FormatPlanProgressLine(plan));
+    options.clock->SleepNanos(options.poll_ms * kNanosPerMs);
+  }
+  progress.Clear();
+  if (mode == OutputMode::kJson) {
+    std::printf("%s\n", JsonObject({{"type", JsonString("final")}, {"plan", plan.json}}).c_str());
+  } else {
+    std::printf("%s%s\n", FormatPlanStatus(plan, WallClockMs()).c_str(),
+                FormatPlanOutcome(plan).c_str());
+  }
+  std::fflush(stdout);
+  return plan;
 }
 
 int ExitCodeForAll(const std::vector<MigrationRecord>& finals) {

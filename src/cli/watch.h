@@ -1,6 +1,7 @@
 // Following migrations until they end: `ferry watch`, `ferry migrate --wait`,
-// `ferry cancel --wait`. Polls ferryd every 500 ms (the migration, then its events after the
-// last seen seq) and shows what changed:
+// `ferry cancel --wait` (and plans: `ferry plan status --watch`, `ferry plan apply --wait`). Polls
+// ferryd every 500 ms (the migration, then its events after the last seen seq) and shows what
+// changed:
 //   text: new events on stdout as they arrive (prefixed "[vm] " when several are watched),
 //         a progress line on stderr when stderr is a terminal, and one outcome line per
 //         migration at the end;
@@ -31,6 +32,19 @@ struct WatchOptions {
 Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, OutputMode mode,
                                                      const std::vector<std::string>& ids,
                                                      const WatchOptions& options = {});
+
+// Follows a migration plan until it is final (completed, failed, cancelled, partial), polling
+// GET /api/v1/plans/{id} every poll_ms:
+//   text: one line per VM whenever its state or phase changes ("web1: running (copying)"),
+//         the progress line on stderr when stderr is a terminal, and at the end the plan's
+//         page (FormatPlanStatus) and its outcome line;
+//   json: per poll one line {"type":"poll","plan":P}, at the end {"type":"final","plan":P}.
+// An unreachable ferryd is tolerated for retry_ms as above. Returns the final record.
+Result<PlanStatusRecord> WatchPlan(const ApiClient& client, OutputMode mode, const std::string& id,
+                                   const WatchOptions& options = {});
+
+// "/api/v1/plans/ID" with ID (or the plan's name) escaped.
+std::string PlanPath(const std::string& id);
 
 // The exit status for a finished watch: 0 if every migration completed, else the status of the
 // first one that did not (ExitCodeForOutcome).
