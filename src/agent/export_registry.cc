@@ -324,7 +324,12 @@ Result<ExportInfo> ExportRegistry::Create(const ExportSpec& spec, bool* existed)
   Log("export " + spec.id + ": " +
       (is_share ? "share " + spec.share + " vm " + spec.share_vm : "vm " + spec.vm));
   std::lock_guard<std::mutex> op(entry->op_mu);
-  StartWorker(*entry);
+  bool closed_meanwhile = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_meanwhile = entry->info.state == ExportState::kClosed;
+  }
+  if (!closed_meanwhile) StartWorker(*entry);  // (a Close may have come before this)
   std::lock_guard<std::mutex> lock(mu_);
   return Snapshot(*entry);
 }
