@@ -63,6 +63,12 @@ Result<ServerConfig> ParseServerConfig(const std::string& json_text) {
     v = c.limits.total;
     FERRY_TRY(ReadInt(l, "total", "limits.", 0, 100000, &v));
     c.limits.total = static_cast<int>(v);
+    v = c.limits.copies_per_source_host;
+    FERRY_TRY(ReadInt(l, "copies_per_source_host", "limits.", 0, 1000, &v));
+    c.limits.copies_per_source_host = static_cast<int>(v);
+    v = c.limits.copies_per_target_pool;
+    FERRY_TRY(ReadInt(l, "copies_per_target_pool", "limits.", 0, 1000, &v));
+    c.limits.copies_per_target_pool = static_cast<int>(v);
   }
   if (j.contains("hosts")) {
     FERRY_TRY(Expect(j["hosts"].is_array(), "hosts", "an array"));
