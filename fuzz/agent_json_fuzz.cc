@@ -33,5 +33,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RoundTrip<ferry::api::PlatformCheckRequest>(text);
   RoundTrip<ferry::api::AgentHealth>(text);
   RoundTrip<ferry::api::CpuCheckRequest>(text);
+  RoundTrip<ferry::api::PoolFiles>(text);
   return 0;
 }

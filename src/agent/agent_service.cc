@@ -428,6 +428,32 @@ Result<std::string> ExtractCpuXml(const std::string& domain_xml) {
   return out.str();
 }
 
+Result<api::PoolFiles> AgentService::ListPoolFiles(const std::string& pool) const {
+  FERRY_ASSIGN_OR_RETURN(hypervisor::Inventory inv, host_->Inventory());
+  const hypervisor::PoolInfo* found = nullptr;
+  for (const hypervisor::PoolInfo& p : inv.pools) {
+    if (p.name == pool) found = &p;
+  }
+  if (found == nullptr)
+    return Status::NotFound("no storage pool " + pool + " on " + config_.host_id);
+  if (found->path.empty()) {
+    return Status::Unsupported("pool " + pool + " has no folder (type " + found->type + ")");
+  }
+  api::PoolFiles out;
+  out.pool = pool;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(found->path, ec)) {
+    if (out.files.size() >= api::kMaxJsonListItems) {
+      return Status::TooLarge("pool " + pool + ": more than " +
+                              std::to_string(api::kMaxJsonListItems) + " entries");
+    }
+    out.files.push_back(entry.path().filename().string());
+  }
+  if (ec) return Status::Io("pool " + pool + ": " + found->path + ": " + ec.message());
+  std::sort(out.files.begin(), out.files.end());
+  return out;
+}
+
 void AgentService::RegisterRoutes() {
   const std::string p = "/agent/v1";
 
@@ -496,6 +522,12 @@ void AgentService::RegisterRoutes() {
     }
     for (const std::string& m : problems) check.message += (check.message.empty() ? "" : "; ") + m;
     return HttpResponse::Json(api::ToJson(check));
+  });
+
+  // The entries of a pool's folder, for ferryd's name_clash check of plans (docs/plans.md).
+  server_.Route("GET " + p + "/pools/{name}/files", [this](const HttpRequest& r) {
+    if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
+    return Reply(ListPoolFiles(r.Param("name")));
   });
 
   server_.Route("POST " + p + "/jobs", [this](const HttpRequest& r) {

@@ -79,6 +79,10 @@ class FakeHost final : public HostOps {
     vm.disks.push_back({.target = "vda", .pool = "nas1"});
     inv.vms.push_back(vm);
     inv.pools.push_back({.name = "nas1", .type = "dir", .active = true});
+    if (!local_pool_path.empty()) {
+      inv.pools.push_back(
+          {.name = "local", .type = "dir", .path = local_pool_path, .active = true});
+    }
     inv.networks.push_back({.name = "lab", .active = true});
     return inv;
   }
@@ -110,6 +114,7 @@ class FakeHost final : public HostOps {
   }
   std::string last_cpu_xml;
   std::string last_virttype;
+  std::string local_pool_path;  // "" = no pool "local"
 };
 
 struct TempDir {
@@ -450,6 +455,21 @@ TEST_F(AgentServiceTest, HostEndpoints) {
   EXPECT_NE(no->message.find("machine type pc-q35-9.9 is not supported"), std::string::npos)
       << no->message;
   EXPECT_NE(no->message.find("no UEFI firmware"), std::string::npos) << no->message;
+}
+
+TEST_F(AgentServiceTest, PoolFilesListTheFolder) {
+  TempDir pool;
+  host_->local_pool_path = pool.path;
+  for (const char* name : {"g1-disk0.qcow2", ".g2-disk0.qcow2.ferry-part"}) {
+    std::ofstream(pool.path + "/" + name) << "x";
+  }
+  auto files = client_->ListPoolFiles("local");
+  ASSERT_TRUE(files.ok()) << files.status().ToString();
+  EXPECT_EQ(files->pool, "local");
+  EXPECT_EQ(files->files,
+            (std::vector<std::string>{".g2-disk0.qcow2.ferry-part", "g1-disk0.qcow2"}));
+  EXPECT_EQ(client_->ListPoolFiles("nope").status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(client_->ListPoolFiles("nas1").status().code(), ErrorCode::kUnsupported);
 }
 
 TEST(AgentClientTest, UnreachableAgentIsIoNamingTheUrl) {

@@ -70,4 +70,9 @@ Result<AgentJob> AgentClient::CancelJob(const std::string& id) const {
       "cancel job " + id);
 }
 
+Result<PoolFiles> AgentClient::ListPoolFiles(const std::string& pool) const {
+  return Decode<PoolFiles>(http_.Get(std::string(kPrefix) + "/pools/" + UrlEncode(pool) + "/files"),
+                           "pool " + pool + " files");
+}
+
 }  // namespace ferry::api

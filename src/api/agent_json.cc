@@ -883,4 +883,16 @@ Status FromJson(std::string_view json, CpuCheckRequest* out) {
   return ReadString(j, "", "machine", &out->target.machine);
 }
 
+std::string ToJson(const PoolFiles& files) {
+  return OutJson{{"pool", files.pool}, {"files", files.files}}.dump();
+}
+
+Status FromJson(std::string_view json, PoolFiles* out) {
+  Json j;
+  FERRY_TRY(Parse(json, &j));
+  FERRY_TRY(ReadString(j, "", "pool", &out->pool, Need::kRequired));
+  if (!j.contains("files")) return Bad("files", "missing");
+  return ReadStringList(j, "", "files", kMaxJsonListItems, &out->files);
+}
+
 }  // namespace ferry::api

@@ -373,5 +373,18 @@ TEST(AgentJson, JobIdsAndKindNames) {
   EXPECT_FALSE(MigrationKindFromWireName("LIVE").ok());
 }
 
+TEST(AgentJson, PoolFiles) {
+  PoolFiles files{"local", {"a.qcow2", ".b.ferry-part"}};
+  PoolFiles back;
+  ASSERT_TRUE(FromJson(ToJson(files), &back).ok());
+  EXPECT_EQ(back.pool, "local");
+  EXPECT_EQ(back.files, files.files);
+  Status s = FromJson(R"({"pool":"local"})", &back);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("files"), std::string::npos) << s.message();
+  s = FromJson(R"({"pool":"local","files":["a",7]})", &back);
+  EXPECT_NE(s.message().find("files[1]"), std::string::npos) << s.message();
+}
+
 }  // namespace
 }  // namespace ferry::api

@@ -28,6 +28,9 @@ Result<agent::ExportInfo> AgentLink::GetExport(const std::string&) {
 Result<agent::ExportInfo> AgentLink::CloseExport(const std::string&, bool) {
   return NotSupportedByLink("CloseExport");
 }
+Result<std::vector<std::string>> AgentLink::ListPoolFiles(const std::string&) {
+  return NotSupportedByLink("ListPoolFiles");
+}
 
 namespace {
 
@@ -55,8 +58,10 @@ class HttpAgentLink : public AgentLink {
     return client_.StartJob(spec);
   }
   Result<api::AgentJob> GetJob(const std::string& id) override { return client_.GetJob(id); }
-  Result<api::AgentJob> CancelJob(const std::string& id) override {
-    return client_.CancelJob(id);
+  Result<api::AgentJob> CancelJob(const std::string& id) override { return client_.CancelJob(id); }
+  Result<std::vector<std::string>> ListPoolFiles(const std::string& pool) override {
+    FERRY_ASSIGN_OR_RETURN(api::PoolFiles files, client_.ListPoolFiles(pool));
+    return std::move(files.files);
   }
 
  private:
