@@ -28,7 +28,7 @@
 namespace ferry::plan {
 
 struct BootCheck {
-  std::string marker;           // "" = no boot check
+  std::string marker;  // "" = no boot check
   int64_t timeout_ms = 300000;
   bool operator==(const BootCheck&) const = default;
 };
@@ -45,6 +45,7 @@ struct TargetOptions {
   std::optional<bool> delete_disks_with_vm;
   std::optional<bool> preserve_mac;
   std::optional<BootCheck> boot_check;
+  bool operator==(const TargetOptions&) const = default;
 };
 
 enum class EndpointType { kKvm, kShare };
@@ -53,6 +54,7 @@ struct PlanSource {
   EndpointType type = EndpointType::kKvm;
   std::string host;   // agent host id
   std::string share;  // type share: the share's name on that host
+  bool operator==(const PlanSource&) const = default;
 };
 
 struct PlanTarget {
@@ -60,23 +62,27 @@ struct PlanTarget {
   std::string host;
   std::string share;   // type share
   std::string format;  // type share: "vhdx" (default) or "vhd" (fixed, MiB-aligned for Azure)
+  bool operator==(const PlanTarget&) const = default;
 };
 
 struct PlanVm {
   std::string name;  // source VM name (KVM domain, descriptor VM name)
   std::string id;    // share VMs: the descriptor's id instead of the name
   TargetOptions target;
+  bool operator==(const PlanVm&) const = default;
 };
 
 struct NetworkMapping {
   std::string source;  // source network name, or "*"
   std::string target;  // target network name
+  bool operator==(const NetworkMapping&) const = default;
 };
 
 struct StorageMapping {
   std::string source;  // a datastore/pool name, "VM/DISK_ID", or "*"
   std::string pool;    // kvm target: the target pool
   std::string format;  // kvm target: "qcow2" or "raw" ("" = qcow2)
+  bool operator==(const StorageMapping&) const = default;
 };
 
 enum class StartMode { kNow, kLater, kAt };
@@ -92,6 +98,7 @@ struct MigrationOptions {
   int priority = 0;
   bool verify = true;
   uint64_t checkpoint_bytes = 256ull << 20;
+  bool operator==(const MigrationOptions&) const = default;
 };
 
 struct PlanDocument {
@@ -104,6 +111,7 @@ struct PlanDocument {
   TargetOptions defaults;
   std::vector<StorageMapping> storage;
   MigrationOptions options;
+  bool operator==(const PlanDocument&) const = default;
 };
 
 // YAML or JSON text -> document (validated field by field, see above). Names: 1-64 of
@@ -116,14 +124,15 @@ std::string PlanToJson(const PlanDocument& plan);
 
 // A disk of the VM to create.
 struct TargetDisk {
-  std::string source_id;   // DiskDescription::id
-  std::string pool;        // kvm target: pool name; share target: "" (the staging folder)
-  std::string file_name;   // "<vm>-disk<N>.<ext>" (ext: qcow2, raw, vhdx, vhd)
-  std::string format;      // "qcow2" | "raw" | "vhdx" | "vhd"
-  std::string subformat;   // vhd: "fixed"; otherwise ""
+  std::string source_id;  // DiskDescription::id
+  std::string pool;       // kvm target: pool name; share target: "" (the staging folder)
+  std::string file_name;  // "<vm>-disk<N>.<ext>" (ext: qcow2, raw, vhdx, vhd)
+  std::string format;     // "qcow2" | "raw" | "vhdx" | "vhd"
+  std::string subformat;  // vhd: "fixed"; otherwise ""
   uint64_t capacity_bytes = 0;
-  std::string bus;         // virtio | scsi | sata | ide
-  std::string dev;         // guest device name: vda, sda, hda ... in order per bus
+  std::string bus;  // virtio | scsi | sata | ide
+  std::string dev;  // guest device name: vda, sda, hda ... in order per bus
+  bool operator==(const TargetDisk&) const = default;
 };
 
 struct TargetNic {
@@ -131,6 +140,7 @@ struct TargetNic {
   std::string network;    // mapped target network
   std::string mac;        // "" = let libvirt choose
   std::string model;      // "virtio" for KVM targets unless the source's model is e1000/rtl8139
+  bool operator==(const TargetNic&) const = default;
 };
 
 // The VM to create on the target (the cold job defines it; a share target writes vm.json).
@@ -147,12 +157,14 @@ struct TargetVm {
   bool start = true;
   bool delete_disks_with_vm = false;
   BootCheck boot_check;
+  bool operator==(const TargetVm&) const = default;
 };
 
 struct Check {
   std::string name;  // docs/plans.md, "Validation"
   bool ok = false;
   std::string message;
+  bool operator==(const Check&) const = default;
 };
 
 // What ferryd knows when it resolves one VM.
@@ -162,6 +174,9 @@ struct ResolveInput {
   // The source VM, nullptr if not found (then `source_error` says why).
   const sources::VmDescription* vm = nullptr;
   std::string source_error;
+  // false: the source agent (or its libvirtd, or the share) could not be read at all; then
+  // `source_error` says why and the check that fails is source_reachable, not vm_found.
+  bool source_reachable = true;
   // kvm target: its inventory (nullptr if the target could not be read: `target_error`).
   const hypervisor::Inventory* target = nullptr;
   std::string target_error;
@@ -178,6 +193,8 @@ struct ResolveInput {
   // Disks other VMs of the same plan already put into each pool (bytes of virtual size and
   // of allocated data), so that the capacity check covers the whole plan.
   std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> pool_claims;
+  // Target names earlier VMs of the same plan resolved to (two VMs must not get one name).
+  std::vector<std::string> claimed_names;
 };
 
 struct Resolution {
@@ -187,6 +204,22 @@ struct Resolution {
   std::string FailureSummary() const;  // "networks_mapped: ...; pool_capacity: ..."
 };
 
+// Resolves one VM of the plan and runs its checks (docs/plans.md "Validation"). A check that
+// does not apply (target_networks, pool_capacity, machine_type, firmware for a share target;
+// source_state for a share source) or whose inputs are missing because an earlier check
+// failed (nothing after vm_found when the VM is not found; no target checks when the target
+// could not be read) is left out; ok() is false whenever any reported check failed.
+// The platform check needs the resolved (arch, machine, firmware): resolve once without
+// machine_ok/firmware_ok (machine_type and firmware then fail as "not checked"), ask the
+// target agent about vm.arch/vm.machine/vm.firmware, and resolve again with the answers.
+// REQUIRES: in.plan and in.entry are set; in.entry points into in.plan->vms.
 Resolution ResolvePlanVm(const ResolveInput& in);
+
+// Adds what `resolution`'s disks put into each target pool (virtual size, and allocated data:
+// the source disk's allocation, its capacity when unknown) to `claims`, the form
+// ResolveInput::pool_claims takes for the plan's next VMs. Share targets claim nothing.
+// REQUIRES: resolution came from ResolvePlanVm for `vm`.
+void AddPoolClaims(const Resolution& resolution, const sources::VmDescription& vm,
+                   std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>>* claims);
 
 }  // namespace ferry::plan
