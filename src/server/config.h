@@ -41,6 +41,8 @@ struct ServerConfig {
   int64_t poll_ms = 500;
   int64_t inventory_refresh_ms = 10000;
   int64_t agent_timeout_ms = 10000;
+  // Between the attempts of a cold job that failed with io (docs/plans.md).
+  int64_t cold_retry_delay_ms = 5000;
   std::vector<HostEntry> hosts;
 };
 
