@@ -49,8 +49,8 @@ Status ReadEndpoint(const json& j, const char* key, plan::EndpointType* out) {
 template <typename T>
 Status ReadNumber(const json& j, const char* key, T* out) {
   auto it = j.find(key);
-  bool ok = it != j.end() && (std::is_signed_v<T> ? it->is_number_integer()
-                                                  : it->is_number_unsigned());
+  bool ok =
+      it != j.end() && (std::is_signed_v<T> ? it->is_number_integer() : it->is_number_unsigned());
   if (!ok) return Bad(key, std::is_signed_v<T> ? "an integer" : "an unsigned integer");
   *out = it->get<T>();
   return Status::Ok();
@@ -142,10 +142,9 @@ ColdOptions MakeColdOptions(const std::string& plan_id, const plan::PlanDocument
   o.deploy_auto = plan.options.deploy == plan::DeployMode::kAuto;
   o.checkpoint_bytes = plan.options.checkpoint_bytes;
   for (const plan::TargetDisk& d : vm.disks) {
-    o.copy_pools.push_back(plan.target.host + "/" +
-                           (plan.target.type == plan::EndpointType::kShare
-                                ? "share:" + plan.target.share
-                                : d.pool));
+    o.copy_pools.push_back(
+        plan.target.host + "/" +
+        (plan.target.type == plan::EndpointType::kShare ? "share:" + plan.target.share : d.pool));
   }
   return o;
 }
@@ -157,8 +156,7 @@ std::string ColdJobId(const std::string& migration_id, int attempt) {
 
 agent::MigrationJobSpec ColdJobSpecFor(const std::string& migration_id, int attempt,
                                        const std::string& vm_name, const ColdOptions& o,
-                                       const agent::SourceAgentRef& source,
-                                       bool deploy_requested) {
+                                       const agent::SourceAgentRef& source, bool deploy_requested) {
   agent::MigrationJobSpec spec;
   spec.id = ColdJobId(migration_id, attempt);
   spec.kind = agent::MigrationKind::kCold;
@@ -176,8 +174,8 @@ agent::MigrationJobSpec ColdJobSpecFor(const std::string& migration_id, int atte
   c.export_spec.shutdown_timeout_ms = o.shutdown_timeout_ms;
   c.export_spec.force_shutdown = o.force_shutdown;
   c.export_spec.hash_chunk_size = kHashChunkSize;  // hashed even without verify: it is cheap
-                                                    // next to the copy, and a retried spec
-                                                    // must equal the export already made
+                                                   // next to the copy, and a retried spec
+                                                   // must equal the export already made
   c.target_type = o.target_type;
   c.target_share = o.target_share;
   c.vm = o.vm;

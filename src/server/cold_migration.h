@@ -33,11 +33,11 @@ struct ColdOptions {
   std::string entry_name;  // the plan's vms[] entry: name or id as written
   std::string entry_id;
   plan::EndpointType source_type = plan::EndpointType::kKvm;
-  std::string source_share;     // source_type kShare: the share and the VM's id in it
+  std::string source_share;  // source_type kShare: the share and the VM's id in it
   std::string source_share_vm;
   plan::EndpointType target_type = plan::EndpointType::kKvm;
-  std::string target_share;     // target_type kShare
-  plan::TargetVm vm;            // the resolution
+  std::string target_share;  // target_type kShare
+  plan::TargetVm vm;         // the resolution
   bool shutdown = true;
   int64_t shutdown_timeout_ms = 120000;
   bool force_shutdown = true;
@@ -70,8 +70,7 @@ std::string ColdJobId(const std::string& migration_id, int attempt);
 // whose job is started again after that goes on without waiting a second time).
 agent::MigrationJobSpec ColdJobSpecFor(const std::string& migration_id, int attempt,
                                        const std::string& vm_name, const ColdOptions& options,
-                                       const agent::SourceAgentRef& source,
-                                       bool deploy_requested);
+                                       const agent::SourceAgentRef& source, bool deploy_requested);
 
 // Whether a job that failed with `code` in `phase` is started again (attempts left): an io
 // failure (the target agent restarted, the source was lost past the job's own retries)

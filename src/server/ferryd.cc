@@ -247,8 +247,8 @@ MigrationPlan Ferryd::PlanOne(const std::string& vm_name, const std::string& sou
   fail.source = source;
   fail.target = target;
   if (!src || !dst) {
-    fail.checks.push_back({"target_reachable", false,
-                           "host " + (!src ? source : target) + " is not registered"});
+    fail.checks.push_back(
+        {"target_reachable", false, "host " + (!src ? source : target) + " is not registered"});
     return fail;
   }
   const hypervisor::VmInfo* vm = nullptr;
@@ -319,12 +319,12 @@ Ferryd::PlanResult Ferryd::Plan(const MigrationRequest& request) {
     }
   }
   for (const std::string& vm : names) {
-    std::string source = request.evacuate.empty() ? FindVmHost(vm, request.source)
-                                                  : request.evacuate;
+    std::string source =
+        request.evacuate.empty() ? FindVmHost(vm, request.source) : request.evacuate;
     if (source.empty()) {
-      out.status = Status::NotFound(
-          "no registered host has a VM named " + vm +
-          (request.source.empty() ? "" : " (looked on " + request.source + ")"));
+      out.status =
+          Status::NotFound("no registered host has a VM named " + vm +
+                           (request.source.empty() ? "" : " (looked on " + request.source + ")"));
       return out;
     }
     std::string target = request.to.empty() ? source : request.to;
@@ -359,8 +359,7 @@ Status Ferryd::Mutate(const std::string& id, const Mutation& fn) {
   return Status::Internal("unreachable");
 }
 
-agent::MigrationJobSpec Ferryd::SpecFor(const MigrationRecord& m,
-                                        const MigrationRequest& request) {
+agent::MigrationJobSpec Ferryd::SpecFor(const MigrationRecord& m, const MigrationRequest& request) {
   agent::MigrationJobSpec spec;
   spec.id = m.id;
   Result<agent::MigrationKind> kind = api::MigrationKindFromWireName(m.type);
@@ -431,10 +430,9 @@ void Ferryd::Tick() {
       running.push_back(SlotUseOf(m));
     }
   }
-  std::stable_sort(queued.begin(), queued.end(),
-                   [](const MigrationRecord& a, const MigrationRecord& b) {
-                     return a.priority > b.priority;
-                   });
+  std::stable_sort(
+      queued.begin(), queued.end(),
+      [](const MigrationRecord& a, const MigrationRecord& b) { return a.priority > b.priority; });
   for (const MigrationRecord& m : queued) {
     SlotUse use = SlotUseOf(m);
     std::optional<std::string> blocked = BlockedBy(use, running, config_.limits);
@@ -563,8 +561,7 @@ void Ferryd::Follow(const MigrationRecord& m) {
     json prog = ParseOr(api::ToJson(j.progress), json::object());
     uint64_t total = j.progress.bytes_total;
     if (total > 0) {
-      prog["percent"] =
-          std::min(100.0, 100.0 * static_cast<double>(j.progress.bytes_done) / total);
+      prog["percent"] = std::min(100.0, 100.0 * static_cast<double>(j.progress.bytes_done) / total);
     }
     p["progress"] = prog;
     if (j.result.has_value()) p["result"] = ParseOr(api::ToJson(*j.result), json::object());
@@ -585,8 +582,7 @@ void Ferryd::Follow(const MigrationRecord& m) {
       r.phase = j.progress.phase;
     }
     switch (j.state) {
-      case api::AgentJobState::kRunning:
-        break;
+      case api::AgentJobState::kRunning: break;
       case api::AgentJobState::kSucceeded: {
         r.state = MigrationState::kCompleted;
         r.phase = "done";
@@ -597,8 +593,8 @@ void Ferryd::Follow(const MigrationRecord& m) {
             summary += ", QEMU downtime " + std::to_string(j.result->qemu_downtime_ms) + " ms";
           }
           if (j.result->guest_downtime_ms >= 0) {
-            summary += ", guest-observed downtime " +
-                       std::to_string(j.result->guest_downtime_ms) + " ms";
+            summary +=
+                ", guest-observed downtime " + std::to_string(j.result->guest_downtime_ms) + " ms";
           }
         }
         p["location"] = r.target_host;
@@ -611,8 +607,8 @@ void Ferryd::Follow(const MigrationRecord& m) {
         r.error_code = "cancelled";
         r.error_message = j.error.message();
         p["location"] = r.source_host;
-        event = MakeEvent("state", "cancelled: " + j.error.message() + "; the VM stays on " +
-                                       r.source_host);
+        event = MakeEvent("state",
+                          "cancelled: " + j.error.message() + "; the VM stays on " + r.source_host);
         break;
       case api::AgentJobState::kFailed:
         r.state = MigrationState::kFailed;
@@ -631,8 +627,8 @@ void Ferryd::Follow(const MigrationRecord& m) {
       json p = ParseOr(r.progress_json, json::object());
       p["location"] = where;
       r.progress_json = p.dump();
-      return MakeEvent("info", where.empty() ? "the VM runs on no host now"
-                                             : "the VM runs on " + where);
+      return MakeEvent("info",
+                       where.empty() ? "the VM runs on no host now" : "the VM runs on " + where);
     });
   }
   if (j.state != api::AgentJobState::kRunning) {
@@ -651,8 +647,10 @@ std::string Ferryd::LocateVm(const MigrationRecord& m) {
     if (!st || !st->view.reachable) continue;
     for (const hypervisor::VmInfo& v : st->view.inventory.vms) {
       if (SameVm(v, m) && IsRunningState(v.state)) {
-        if (where.empty()) where = h;
-        else if (where != h) where += "," + h;
+        if (where.empty())
+          where = h;
+        else if (where != h)
+          where += "," + h;
       }
     }
   }
@@ -673,13 +671,13 @@ void Ferryd::FinishFromLocation(const MigrationRecord& m, const std::string& why
     if (moved_host) {
       r.state = MigrationState::kCompleted;
       r.phase = "done";
-      return MakeEvent("state", "completed (reconciled: " + why + "; the VM runs on " + where +
-                                    ")");
+      return MakeEvent("state",
+                       "completed (reconciled: " + why + "; the VM runs on " + where + ")");
     }
     r.state = MigrationState::kFailed;
     r.error_code = "io";
-    r.error_message = why + "; the VM " +
-                      (where.empty() ? std::string("runs on no host") : "runs on " + where);
+    r.error_message =
+        why + "; the VM " + (where.empty() ? std::string("runs on no host") : "runs on " + where);
     return MakeEvent("error", r.error_message);
   });
 }
@@ -716,7 +714,8 @@ void Ferryd::Routes() {
   http_.Route("POST /api/v1/plans", [this](const HttpRequest& r) { return CreatePlan(r); });
   http_.Route("GET /api/v1/plans", [this](const HttpRequest& r) { return ListPlans(r); });
   http_.Route("GET /api/v1/plans/{id}", [this](const HttpRequest& r) { return GetPlan(r); });
-  http_.Route("POST /api/v1/plans/{id}/start", [this](const HttpRequest& r) { return StartPlan(r); });
+  http_.Route("POST /api/v1/plans/{id}/start",
+              [this](const HttpRequest& r) { return StartPlan(r); });
   http_.Route("POST /api/v1/plans/{id}/cancel",
               [this](const HttpRequest& r) { return CancelPlan(r); });
   http_.Route("POST /api/v1/plans/{id}/deploy",
@@ -766,8 +765,7 @@ api::HttpResponse Ferryd::AddHost(const api::HttpRequest& r) {
         {"agent_token", &rec.agent_token, false}}) {
     if (!j.contains(key)) {
       if (required) {
-        return api::HttpResponse::Error(
-            Status::InvalidArgument(std::string(key) + ": missing"));
+        return api::HttpResponse::Error(Status::InvalidArgument(std::string(key) + ": missing"));
       }
       continue;
     }
@@ -804,8 +802,8 @@ api::HttpResponse Ferryd::DeleteHost(const api::HttpRequest& r) {
   if (!active.ok()) return api::HttpResponse::Error(active.status());
   for (const MigrationRecord& m : *active) {
     if (m.source_host == id || m.target_host == id) {
-      return api::HttpResponse::Error(Status::FailedPrecondition(
-          "host " + id + " takes part in active migration " + m.id));
+      return api::HttpResponse::Error(
+          Status::FailedPrecondition("host " + id + " takes part in active migration " + m.id));
     }
   }
   Status s = store_->DeleteHost(id);
@@ -851,8 +849,9 @@ api::HttpResponse Ferryd::CreateMigrations(const api::HttpRequest& r, bool valid
   for (MigrationPlan& plan : planned.plans) {
     for (const MigrationRecord& m : *active) {
       if (m.vm_name == plan.vm) {
-        plan.checks.push_back({"not_moving", false, plan.vm + " is already being moved by " +
-                                                        m.id + " (" + StateName(m.state) + ")"});
+        plan.checks.push_back(
+            {"not_moving", false,
+             plan.vm + " is already being moved by " + m.id + " (" + StateName(m.state) + ")"});
       }
     }
   }
@@ -906,8 +905,8 @@ api::HttpResponse Ferryd::CreateMigrations(const api::HttpRequest& r, bool valid
       size_t n = plan.checks.size();
       s = Mutate(m.id, [&](MigrationRecord& rec) -> std::optional<EventRecord> {
         rec.state = MigrationState::kQueued;
-        return MakeEvent("state", "queued: " + std::to_string(n) + " checks passed, type " +
-                                      rec.type);
+        return MakeEvent("state",
+                         "queued: " + std::to_string(n) + " checks passed, type " + rec.type);
       });
     }
     if (!s.ok()) return api::HttpResponse::Error(s);
@@ -993,8 +992,8 @@ api::HttpResponse Ferryd::ListEvents(const api::HttpRequest& r) {
 Result<MigrationRecord> Ferryd::CancelOne(const std::string& id) {
   FERRY_ASSIGN_OR_RETURN(MigrationRecord m, store_->GetMigration(id));
   if (IsFinal(m.state)) {
-    return Status::FailedPrecondition("migration " + id + " already ended (" +
-                                      StateName(m.state) + ")");
+    return Status::FailedPrecondition("migration " + id + " already ended (" + StateName(m.state) +
+                                      ")");
   }
   if (IsColdType(m.type) && m.state == MigrationState::kRunning) return CancelCold(m);
   bool ask_agent = false;
@@ -1011,8 +1010,7 @@ Result<MigrationRecord> Ferryd::CancelOne(const std::string& id) {
         rec.state = MigrationState::kCancelling;
         ask_agent = true;
         return MakeEvent("state", "cancelling");
-      default:
-        return std::nullopt;
+      default: return std::nullopt;
     }
   }));
   if (ask_agent) {

@@ -33,11 +33,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <set>
 
 #include "api/http.h"
 #include "plan/plan.h"
@@ -66,7 +65,7 @@ class Ferryd {
   struct HostState {
     HostRecord record;
     std::shared_ptr<AgentLink> link;
-    HostView view;            // last inventory read (view.reachable false if it failed)
+    HostView view;  // last inventory read (view.reachable false if it failed)
     api::AgentHealth health;
     int64_t refreshed_ms = 0;
   };
@@ -87,8 +86,8 @@ class Ferryd {
     Status status;  // non-OK: the request could not even be planned (unknown VM, host)
   };
   PlanResult Plan(const MigrationRequest& request);
-  MigrationPlan PlanOne(const std::string& vm, const std::string& source,
-                        const std::string& target, const MigrationRequest& request);
+  MigrationPlan PlanOne(const std::string& vm, const std::string& source, const std::string& target,
+                        const MigrationRequest& request);
 
   // --- migrations
   using Mutation = std::function<std::optional<EventRecord>(MigrationRecord&)>;
@@ -112,7 +111,7 @@ class Ferryd {
   // --- plans (ferryd_plans.cc)
   // One VM of a plan, resolved against the source and target as they are now.
   struct ResolvedVm {
-    std::string label;  // the plan entry's name (or id)
+    std::string label;              // the plan entry's name (or id)
     sources::VmDescription source;  // found: source.name non-empty
     std::string share_vm_id;        // share sources: the VM's id in the share
     plan::Resolution resolution;

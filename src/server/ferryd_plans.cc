@@ -154,7 +154,7 @@ std::vector<Ferryd::ResolvedVm> Ferryd::ResolvePlanVms(
   // What active migrations already claim: their sources, and on this target their VM names
   // and disk files (not there yet, but they will be).
   std::map<std::string, std::string> moving;  // SourceKey -> migration id
-  std::vector<std::string> taken_names;  // by other migrations (siblings: claimed_names)
+  std::vector<std::string> taken_names;       // by other migrations (siblings: claimed_names)
   std::map<std::string, std::vector<std::string>> taken_files;  // pool -> file names
   Result<std::vector<MigrationRecord>> active = store_->ListMigrations(true);
   if (active.ok()) {
@@ -204,8 +204,8 @@ std::vector<Ferryd::ResolvedVm> Ferryd::ResolvePlanVms(
       }
       std::string where = " in share " + doc.source.share + " on " + shost;
       if (found.empty()) {
-        source_error = "no VM " + (entry->id.empty() ? "named " + entry->name : "with id " +
-                                                                                      entry->id) +
+        source_error = "no VM " +
+                       (entry->id.empty() ? "named " + entry->name : "with id " + entry->id) +
                        where;
       } else if (found.size() > 1) {
         std::string ids;
@@ -365,11 +365,11 @@ Status Ferryd::StartPlanLocked(PlanRecord* plan, const plan::PlanDocument& doc,
     }
   }
   for (size_t i = 0; i < ms.size(); ++i) {
-    EventRecord e = MakeEvent(
-        "state",
-        "queued: plan " + doc.name + ", " + std::to_string(vms[i].resolution.checks.size()) +
-            " checks passed, type " + ms[i].type,
-        VmChecksJson(vms[i].label, vms[i].resolution, vms[i].extra).dump());
+    EventRecord e = MakeEvent("state",
+                              "queued: plan " + doc.name + ", " +
+                                  std::to_string(vms[i].resolution.checks.size()) +
+                                  " checks passed, type " + ms[i].type,
+                              VmChecksJson(vms[i].label, vms[i].resolution, vms[i].extra).dump());
     e.migration_id = ms[i].id;
     (void)store_->AppendEvent(&e);
   }
@@ -631,9 +631,9 @@ api::HttpResponse Ferryd::DeployPlan(const api::HttpRequest& r) {
       if (std::shared_ptr<AgentLink> link = LinkFor(m.target_host)) {
         Result<api::AgentJob> j = link->ProceedJob(job);
         if (!j.ok()) {
-          EventRecord e = MakeEvent("warning", "deploy: " + m.target_host +
-                                                   " did not take it yet (" +
-                                                   j.status().ToString() + "); asking again");
+          EventRecord e =
+              MakeEvent("warning", "deploy: " + m.target_host + " did not take it yet (" +
+                                       j.status().ToString() + "); asking again");
           e.migration_id = m.id;
           (void)store_->AppendEvent(&e);
         }
@@ -747,8 +747,8 @@ void Ferryd::StartQueuedCold(const MigrationRecord& m) {
                 "validation before start failed: " + rv[0].FailureSummary(),
                 VmChecksJson(rv[0].label, rv[0].resolution, rv[0].extra).dump());
   }
-  ColdOptions fresh = MakeColdOptions(o->plan_id, *doc, *entry, rv[0].share_vm_id,
-                                      rv[0].resolution.vm);
+  ColdOptions fresh =
+      MakeColdOptions(o->plan_id, *doc, *entry, rv[0].share_vm_id, rv[0].resolution.vm);
   Status s = Mutate(m.id, [&](MigrationRecord& r) -> std::optional<EventRecord> {
     if (r.state != MigrationState::kQueued) return std::nullopt;
     r.state = MigrationState::kRunning;
@@ -777,11 +777,11 @@ void Ferryd::StartColdAttempt(const std::string& id, int attempt) {
     pj.erase("retry_at_ms");
     r.progress_json = pj.dump();
     r.phase = "starting";
-    return MakeEvent("info", attempt == 1 ? "starting job " + job_id + " on " + r.target_host
-                                          : "attempt " + std::to_string(attempt) +
-                                                ": starting job " + job_id + " on " +
-                                                r.target_host +
-                                                " (it resumes from the disks' journals)");
+    return MakeEvent("info", attempt == 1
+                                 ? "starting job " + job_id + " on " + r.target_host
+                                 : "attempt " + std::to_string(attempt) + ": starting job " +
+                                       job_id + " on " + r.target_host +
+                                       " (it resumes from the disks' journals)");
   });
   if (!s.ok()) return;
   Result<MigrationRecord> m = store_->GetMigration(id);
@@ -833,10 +833,10 @@ void Ferryd::FollowCold(const MigrationRecord& m) {
   Result<api::AgentJob> job = link->GetJob(job_id);
   if (!job.ok() && job.status().code() == ErrorCode::kNotFound) {
     if (m.state == MigrationState::kCancelling) {
-      return FinishCold(m.id, MigrationState::kCancelled,
-                        Status::Cancelled("cancelled by the user; " + m.target_host +
-                                          " has no job " + job_id),
-                        BeforeDefine(m.phase));
+      return FinishCold(
+          m.id, MigrationState::kCancelled,
+          Status::Cancelled("cancelled by the user; " + m.target_host + " has no job " + job_id),
+          BeforeDefine(m.phase));
     }
     int64_t started = p.value("started_at_ms", int64_t{0});
     if (m.phase == "starting" && NowMs() - started < kColdStartRetryMs) {
@@ -934,8 +934,7 @@ void Ferryd::FollowCold(const MigrationRecord& m) {
   }
   const std::string phase = j.progress.phase.empty() ? m.phase : j.progress.phase;
   switch (j.state) {
-    case api::AgentJobState::kRunning:
-      return;
+    case api::AgentJobState::kRunning: return;
     case api::AgentJobState::kSucceeded:
       RefreshHost(m.target_host);
       if (!m.plan_id.empty()) (void)RefreshPlanState(m.plan_id);
@@ -962,8 +961,7 @@ void Ferryd::ColdAttemptFailed(const std::string& id, const Status& error,
     json pj = ParseOr(r.progress_json, json::object());
     attempt = pj.value("attempt", 1);
     cancelling = r.state == MigrationState::kCancelling;
-    if (cancelling || attempt >= kColdMaxAttempts ||
-        !ColdFailureIsRetryable(error.code(), phase)) {
+    if (cancelling || attempt >= kColdMaxAttempts || !ColdFailureIsRetryable(error.code(), phase)) {
       return std::nullopt;
     }
     retry = true;
@@ -972,17 +970,18 @@ void Ferryd::ColdAttemptFailed(const std::string& id, const Status& error,
     r.progress_json = pj.dump();
     r.phase = "retrying";
     return MakeEvent("warning", "attempt " + std::to_string(attempt) + " failed in " +
-                                    (phase.empty() ? "starting" : phase) + ": " +
-                                    error.ToString() + "; attempt " +
-                                    std::to_string(attempt + 1) + " in " +
+                                    (phase.empty() ? "starting" : phase) + ": " + error.ToString() +
+                                    "; attempt " + std::to_string(attempt + 1) + " in " +
                                     std::to_string(delay / 1000) + " s");
   });
   if (!s.ok() || retry) return;
   std::string why = error.message();
-  if (attempt > 1) why = "attempt " + std::to_string(attempt) + " of " +
-                         std::to_string(kColdMaxAttempts) + ": " + why;
-  FinishCold(id, cancelling && error.code() == ErrorCode::kCancelled ? MigrationState::kCancelled
-                                                                    : MigrationState::kFailed,
+  if (attempt > 1)
+    why = "attempt " + std::to_string(attempt) + " of " + std::to_string(kColdMaxAttempts) + ": " +
+          why;
+  FinishCold(id,
+             cancelling && error.code() == ErrorCode::kCancelled ? MigrationState::kCancelled
+                                                                 : MigrationState::kFailed,
              Status(error.code(), why), ColdRestorePowerAfter(phase));
 }
 
@@ -990,8 +989,10 @@ void Ferryd::FinishCold(const std::string& id, MigrationState state, const Statu
                         bool restore_power) {
   std::string plan_id;
   std::string target;
+  bool ended_now = false;
   Status s = Mutate(id, [&](MigrationRecord& r) -> std::optional<EventRecord> {
-    if (IsFinal(r.state)) return std::nullopt;
+    if (IsFinal(r.state)) return std::nullopt;  // someone else ended it (or it completed)
+    ended_now = true;
     plan_id = r.plan_id;
     target = r.target_host;
     r.state = state;
@@ -1009,7 +1010,7 @@ void Ferryd::FinishCold(const std::string& id, MigrationState state, const Statu
                                         : "; the source VM stays shut off (the target VM may "
                                           "have started)"));
   });
-  if (!s.ok()) return;
+  if (!s.ok() || !ended_now) return;
   {
     std::lock_guard<std::mutex> lock(closes_mu_);
     pending_closes_.insert(id);
@@ -1028,14 +1029,18 @@ bool Ferryd::CloseExportNow(const std::string& id) {
   };
   Result<MigrationRecord> m = store_->GetMigration(id);
   if (!m.ok()) return done();
-  json close = ParseOr(m->progress_json, json::object()).value("export_close", json::object());
-  if (!close.is_object() || close.value("done", false)) return done();
-  const bool restore = close.value("restore_power", true);
+  json close = ParseOr(m->progress_json, json::object()).value("export_close", json());
+  // Only a migration that ended without success has an export to close (a completed one's
+  // job closed it, and restoring power there would run the VM twice).
+  if (!IsFinal(m->state) || m->state == MigrationState::kCompleted || !close.is_object() ||
+      !close.contains("restore_power") || close.value("done", false)) {
+    return done();
+  }
+  const bool restore = close.value("restore_power", false);
   std::shared_ptr<AgentLink> link = LinkFor(m->source_host);
-  Result<agent::ExportInfo> r =
-      link ? link->CloseExport(id, restore)
-           : Result<agent::ExportInfo>(Status::NotFound("host " + m->source_host +
-                                                        " is no longer registered"));
+  Result<agent::ExportInfo> r = link ? link->CloseExport(id, restore)
+                                     : Result<agent::ExportInfo>(Status::NotFound(
+                                           "host " + m->source_host + " is no longer registered"));
   if (r.ok() || r.status().code() == ErrorCode::kNotFound) {
     std::string what =
         r.ok() ? "export " + id + " closed on " + m->source_host +
