@@ -159,8 +159,7 @@ Result<int> ListenUnix(const std::string& path) {
       return Status::AlreadyExists("NBD socket path " + path + " exists and is not a socket");
     }
     Fd probe{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)};
-    if (probe.fd >= 0 &&
-        ::connect(probe.fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0) {
+    if (probe.fd >= 0 && ::connect(probe.fd, reinterpret_cast<sockaddr*>(&sun), sizeof sun) == 0) {
       return Status::AlreadyExists("NBD socket " + path + " is in use by another server");
     }
     ::unlink(path.c_str());  // stale socket of a server that is gone
@@ -178,11 +177,14 @@ Result<int> ListenUnix(const std::string& path) {
 
 }  // namespace
 
-NbdServer::NbdServer(PrivateTag, const NbdServerOptions& options) : options_(options) {}
+NbdServer::NbdServer(PrivateTag, const NbdServerOptions& options) : options_(options) {
+  exports_.SetPrivate(options.private_exports);
+}
 
 Result<std::unique_ptr<NbdServer>> NbdServer::Listen(const NbdServerOptions& options) {
   if (options.tcp_address.empty() == options.unix_socket_path.empty()) {
-    return Status::InvalidArgument("NBD server: give exactly one of a TCP address or a socket path");
+    return Status::InvalidArgument(
+        "NBD server: give exactly one of a TCP address or a socket path");
   }
   auto server = std::make_unique<NbdServer>(PrivateTag{}, options);
   if (!options.unix_socket_path.empty()) {
@@ -349,6 +351,7 @@ void NbdServer::HandleConnection(Connection* c) {
   so.workers = options_.workers_per_connection;
   so.max_request_bytes = options_.max_request_bytes;
   so.peer = c->peer;
+  so.payload_bytes_sent = &payload_bytes_sent_;
   so.log = [this](std::string_view line) { Log(std::string(line)); };
   Status s = RunNbdSession(*stream, exports_, so);
   (void)s;  // the session logged anything worth saying

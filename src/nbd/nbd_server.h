@@ -49,6 +49,8 @@ struct NbdServerOptions {
   // A client that stops reading replies for this long is disconnected.
   std::chrono::milliseconds write_timeout{120000};
   uint32_t max_request_bytes = 32u << 20;
+  // Export names are secrets (NbdExportTable::SetPrivate): no default export, no listing.
+  bool private_exports = false;
   // One line per connection event and protocol error. Unset: written to stderr.
   std::function<void(std::string_view)> log;
 };
@@ -67,7 +69,7 @@ class NbdServer {
   NbdServer& operator=(const NbdServer&) = delete;
 
   // Adds an export named `export_name` (<= 4096 bytes). The first export is also the default
-  // export (empty name). May be called before or after Start().
+  // export (empty name) unless private_exports. May be called before or after Start().
   Status Serve(std::shared_ptr<BlockSource> source, const std::string& export_name,
                const std::string& description = "");
 
@@ -90,6 +92,9 @@ class NbdServer {
   std::string uri(const std::string& export_name = "") const;
   // Connections currently open.
   size_t connection_count() const;
+  // Data bytes sent in READ replies since the server was made, over every connection and
+  // export (holes sent as such are not counted).
+  uint64_t payload_bytes_sent() const { return payload_bytes_sent_.load(); }
 
  private:
   struct Connection {
@@ -113,12 +118,13 @@ class NbdServer {
   uint16_t port_ = 0;
   bool is_unix_ = false;
 
-  std::mutex run_mu_;          // serialises Start/Run/Stop
+  std::mutex run_mu_;               // serialises Start/Run/Stop
   std::condition_variable run_cv_;  // Run() finished
-  std::thread accept_thread_;  // GUARDED_BY(run_mu_)
-  bool running_ = false;       // GUARDED_BY(run_mu_): Start() or Run() is accepting
-  bool stopped_ = false;       // GUARDED_BY(run_mu_)
+  std::thread accept_thread_;       // GUARDED_BY(run_mu_)
+  bool running_ = false;            // GUARDED_BY(run_mu_): Start() or Run() is accepting
+  bool stopped_ = false;            // GUARDED_BY(run_mu_)
   std::atomic<bool> stop_requested_{false};
+  std::atomic<uint64_t> payload_bytes_sent_{0};
 
   mutable std::mutex conn_mu_;
   std::list<Connection> connections_;  // GUARDED_BY(conn_mu_)

@@ -38,7 +38,10 @@ Status NbdExportTable::Add(NbdExport e) {
 std::optional<NbdExport> NbdExportTable::Find(std::string_view name) const {
   std::lock_guard lock(mu_);
   if (exports_.empty()) return std::nullopt;
-  if (name.empty()) return exports_.front();
+  if (name.empty()) {
+    if (private_) return std::nullopt;
+    return exports_.front();
+  }
   for (const NbdExport& x : exports_) {
     if (x.name == name) return x;
   }
@@ -48,6 +51,16 @@ std::optional<NbdExport> NbdExportTable::Find(std::string_view name) const {
 std::vector<NbdExport> NbdExportTable::List() const {
   std::lock_guard lock(mu_);
   return exports_;
+}
+
+void NbdExportTable::SetPrivate(bool is_private) {
+  std::lock_guard lock(mu_);
+  private_ = is_private;
+}
+
+bool NbdExportTable::is_private() const {
+  std::lock_guard lock(mu_);
+  return private_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,8 +221,12 @@ class Builder {
 class Parser {
  public:
   explicit Parser(std::span<const uint8_t> b) : b_(b) {}
-  bool U16(uint16_t* v) { return Get(2, [&](const uint8_t* p) { *v = LoadBE16(p); }); }
-  bool U32(uint32_t* v) { return Get(4, [&](const uint8_t* p) { *v = LoadBE32(p); }); }
+  bool U16(uint16_t* v) {
+    return Get(2, [&](const uint8_t* p) { *v = LoadBE16(p); });
+  }
+  bool U32(uint32_t* v) {
+    return Get(4, [&](const uint8_t* p) { *v = LoadBE32(p); });
+  }
   bool Str(uint32_t n, std::string* s) {
     return Get(n, [&](const uint8_t* p) { s->assign(reinterpret_cast<const char*>(p), n); });
   }
@@ -330,9 +347,7 @@ class Session {
           // The client may already have closed the connection; that is fine.
           (void)OptReply(opt, kRepAck, {});
           return HandshakeEnd::kAborted;
-        case kOptList:
-          FERRY_TRY(HandleList(opt, len));
-          break;
+        case kOptList: FERRY_TRY(HandleList(opt, len)); break;
         case kOptStartTls:
           FERRY_TRY(OptError(opt, kRepErrPolicy, "TLS is not supported by this server"));
           break;
@@ -352,9 +367,7 @@ class Session {
           }
           break;
         case kOptListMetaContext:
-        case kOptSetMetaContext:
-          FERRY_TRY(HandleMetaContext(opt, data));
-          break;
+        case kOptSetMetaContext: FERRY_TRY(HandleMetaContext(opt, data)); break;
         default:
           FERRY_TRY(OptError(opt, kRepErrUnsup, "unknown option " + std::to_string(opt)));
           break;
@@ -377,6 +390,9 @@ class Session {
 
   Status HandleList(uint32_t opt, uint32_t len) {
     if (len != 0) return OptError(opt, kRepErrInvalid, "NBD_OPT_LIST takes no data");
+    if (exports_.is_private()) {
+      return OptError(opt, kRepErrPolicy, "this server does not list its exports");
+    }
     for (const NbdExport& e : exports_.List()) {
       Builder r;
       r.U32(static_cast<uint32_t>(e.name.size())).Str(e.name).Str(e.description);
@@ -391,8 +407,7 @@ class Session {
     uint32_t name_len = 0;
     std::string name;
     uint16_t n_infos = 0;
-    if (!p.U32(&name_len) || name_len > kMaxString || !p.Str(name_len, &name) ||
-        !p.U16(&n_infos)) {
+    if (!p.U32(&name_len) || name_len > kMaxString || !p.Str(name_len, &name) || !p.U16(&n_infos)) {
       return OptError(opt, kRepErrInvalid, "malformed NBD_OPT_INFO/GO data");
     }
     bool want_name = false, want_description = false;
@@ -422,8 +437,10 @@ class Session {
     }
     // Our minimum is 1, so sending block sizes unasked imposes nothing on the client.
     Builder bs;
-    bs.U16(kInfoBlockSize).U32(kMinBlockSize).U32(kPreferredBlockSize).U32(
-        options_.max_request_bytes);
+    bs.U16(kInfoBlockSize)
+        .U32(kMinBlockSize)
+        .U32(kPreferredBlockSize)
+        .U32(options_.max_request_bytes);
     FERRY_TRY(OptReply(opt, kRepInfo, bs.bytes()));
     FERRY_TRY(OptReply(opt, kRepAck, {}));
     if (opt == kOptGo) {
@@ -479,8 +496,8 @@ class Session {
   }
 
   uint16_t TransmissionFlags() const {
-    uint16_t f = kFlagHasFlags | kFlagReadOnly | kFlagSendFlush | kFlagCanMultiConn |
-                 kFlagSendCache;
+    uint16_t f =
+        kFlagHasFlags | kFlagReadOnly | kFlagSendFlush | kFlagCanMultiConn | kFlagSendCache;
     if (structured_) f |= kFlagSendDf;  // "MUST leave this flag clear" without structured
     return f;
   }
@@ -598,10 +615,8 @@ class Session {
 
   void Serve(const Request& r, std::vector<uint8_t>& scratch) {
     switch (r.type) {
-      case kCmdRead:
-        return ServeRead(r, scratch);
-      case kCmdBlockStatus:
-        return ServeBlockStatus(r);
+      case kCmdRead: return ServeRead(r, scratch);
+      case kCmdBlockStatus: return ServeBlockStatus(r);
       case kCmdFlush:
         // Nothing is ever written, so everything is always "on stable storage".
         if (r.flags & ~kCmdFlagFua) return SendError(r, kEinval, "unknown flags on flush");
@@ -611,10 +626,8 @@ class Session {
         if (!InBounds(r)) return SendError(r, kEinval, "cache request past the end");
         return SendOk(r);
       case kCmdTrim:
-      case kCmdWriteZeroes:
-        return SendError(r, kEperm, "the export is read-only");
-      default:
-        return SendError(r, kEinval, "unknown command " + std::to_string(r.type));
+      case kCmdWriteZeroes: return SendError(r, kEperm, "the export is read-only");
+      default: return SendError(r, kEinval, "unknown command " + std::to_string(r.type));
     }
   }
 
@@ -633,9 +646,9 @@ class Session {
                            std::to_string(options_.max_request_bytes));
     }
     if (!InBounds(r)) {
-      return SendError(r, kEinval, "read at " + Hex(r.offset) + " of " + std::to_string(r.length) +
-                                       " bytes ends past the export size " +
-                                       Hex(export_->source->size()));
+      return SendError(r, kEinval,
+                       "read at " + Hex(r.offset) + " of " + std::to_string(r.length) +
+                           " bytes ends past the export size " + Hex(export_->source->size()));
     }
     BlockSource& src = *export_->source;
     buf.resize(r.length);
@@ -657,10 +670,12 @@ class Session {
       Builder h;
       h.U32(kSimpleReplyMagic).U32(0).U64(r.handle);
       std::span<const uint8_t> pieces[] = {h.bytes(), std::span(buf.data(), r.length)};
-      return Send(pieces);
+      if (Send(pieces)) CountPayload(r.length);
+      return;
     }
     std::vector<std::array<uint8_t, kStructuredReplyHeaderSize + 12>> headers(runs.size());
     std::vector<std::span<const uint8_t>> pieces;
+    uint64_t data_bytes = 0;
     for (size_t i = 0; i < runs.size(); ++i) {
       const ReadRun& run = runs[i];
       uint8_t* h = headers[i].data();
@@ -678,11 +693,12 @@ class Session {
         StoreBE16(h + 6, kReplyTypeOffsetData);
         StoreBE32(h + 16, static_cast<uint32_t>(8 + run.length));
         pieces.push_back(std::span<const uint8_t>(h, kStructuredReplyHeaderSize + 8));
-        pieces.push_back(std::span<const uint8_t>(buf.data() + (run.offset - r.offset),
-                                                  run.length));
+        pieces.push_back(
+            std::span<const uint8_t>(buf.data() + (run.offset - r.offset), run.length));
+        data_bytes += run.length;
       }
     }
-    Send(pieces);
+    if (Send(pieces)) CountPayload(data_bytes);
   }
 
   // Splits a read into data and zero runs from the source's extents. Empty: read it all.
@@ -791,16 +807,23 @@ class Session {
     Send(pieces);
   }
 
-  void Send(std::span<const std::span<const uint8_t>> pieces) {
+  // Returns whether the reply went out.
+  bool Send(std::span<const std::span<const uint8_t>> pieces) {
     std::lock_guard lock(write_mu_);
-    if (broken_.load()) return;
+    if (broken_.load()) return false;
     Status s = stream_.Write(pieces);
     if (!s.ok()) {
       Log("sending a reply: " + s.message());
       broken_.store(true);
       stream_.Shutdown();  // wakes the reader so the connection ends
       queue_space_cv_.notify_all();
+      return false;
     }
+    return true;
+  }
+
+  void CountPayload(uint64_t bytes) {
+    if (options_.payload_bytes_sent != nullptr) options_.payload_bytes_sent->fetch_add(bytes);
   }
 
   NbdStream& stream_;

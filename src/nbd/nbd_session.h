@@ -11,6 +11,7 @@
 // from any thread at any time. RunNbdSession may run concurrently for different streams.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -44,9 +45,15 @@ class NbdExportTable {
   std::optional<NbdExport> Find(std::string_view name) const;
   std::vector<NbdExport> List() const;
 
+  // Private exports: names are secrets (they carry a token). There is no default export and
+  // NBD_OPT_LIST is refused, so a client reaches an export only by knowing its full name.
+  void SetPrivate(bool is_private);
+  bool is_private() const;
+
  private:
   mutable std::mutex mu_;
   std::vector<NbdExport> exports_;  // GUARDED_BY(mu_)
+  bool private_ = false;            // GUARDED_BY(mu_)
 };
 
 using NbdDeadline = std::chrono::steady_clock::time_point;
@@ -87,6 +94,9 @@ struct NbdSessionOptions {
   std::function<void(std::string_view)> log;
   // Prefix for log lines, e.g. the peer address.
   std::string peer;
+  // If set, the data bytes of every READ reply sent are added here (holes sent as
+  // NBD_REPLY_TYPE_OFFSET_HOLE carry no payload and are not counted).
+  std::atomic<uint64_t>* payload_bytes_sent = nullptr;
 };
 
 // Runs the conversation with one client until it disconnects (NBD_OPT_ABORT, NBD_CMD_DISC,

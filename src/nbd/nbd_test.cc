@@ -2,6 +2,7 @@
 // qemu-nbd, qemu-io and nbdkit, plus raw-socket clients that break the protocol.
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -11,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -19,8 +21,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 #include "common/bytes.h"
 #include "disk/image.h"
@@ -51,8 +51,7 @@ class Child {
   Child(const std::vector<std::string>& argv, const std::string& log_path) {
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
+    posix_spawn_file_actions_addopen(&fa, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&fa, 1, 2);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -510,7 +509,7 @@ TEST_F(NbdTest, NbdcopyOverTcpAndUnixIsIdentical) {
   EXPECT_EQ(testing::ReadFileBytes(out1), truth_bytes_);
   // The default export ("") is the first one served.
   r = Sh("nbdcopy --connections=4 --requests=16 " + ShellQuote(unix_server->uri()) + " " +
-          ShellQuote(out2));
+         ShellQuote(out2));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(testing::ReadFileBytes(out2), truth_bytes_);
 }
@@ -520,7 +519,7 @@ TEST_F(NbdTest, NbdcopyWithManyConnectionsAndRequests) {
   ASSERT_NE(server, nullptr);
   std::string out = dir_.Join("out.raw");
   auto r = Sh("nbdcopy --connections=4 --requests=16 --request-size=262144 " +
-               ShellQuote(server->uri("disk")) + " " + ShellQuote(out));
+              ShellQuote(server->uri("disk")) + " " + ShellQuote(out));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(testing::ReadFileBytes(out), truth_bytes_);
   // Several nbdcopy runs at once against one server.
@@ -529,8 +528,8 @@ TEST_F(NbdTest, NbdcopyWithManyConnectionsAndRequests) {
   for (int i = 0; i < 3; ++i) {
     ts.emplace_back([&, i] {
       std::string o = dir_.Join("par" + std::to_string(i) + ".raw");
-      auto rr = Sh("nbdcopy --connections=2 " + ShellQuote(server->uri("disk")) + " " +
-                    ShellQuote(o));
+      auto rr =
+          Sh("nbdcopy --connections=2 " + ShellQuote(server->uri("disk")) + " " + ShellQuote(o));
       if (rr.exit_code != 0 || testing::ReadFileBytes(o) != truth_bytes_) ++failures;
     });
   }
@@ -545,11 +544,11 @@ TEST_F(NbdTest, QemuImgConvertFromOurServer) {
   std::string raw = dir_.Join("conv.raw");
   std::string qcow = dir_.Join("conv.qcow2");
   auto r = Sh("qemu-img convert -f raw -O raw " + ShellQuote(server->uri("disk")) + " " +
-               ShellQuote(raw));
+              ShellQuote(raw));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(testing::ReadFileBytes(raw), truth_bytes_);
   r = Sh("qemu-img convert -f raw -O qcow2 " + ShellQuote(server->uri("disk")) + " " +
-          ShellQuote(qcow));
+         ShellQuote(qcow));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(testing::QemuImgCompare(truth_, qcow, "raw", "qcow2"), 0);
   EXPECT_EQ(Sh("qemu-img check -f qcow2 " + ShellQuote(qcow)).exit_code, 0);
@@ -590,6 +589,47 @@ TEST_F(NbdTest, OurClientAgainstOurServer) {
   EXPECT_EQ(bad.status().code(), ErrorCode::kInvalidArgument);
 }
 
+TEST_F(NbdTest, CountsThePayloadBytesOfReadReplies) {
+  auto server = StartTcp();
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(server->payload_bytes_sent(), 0u);
+  std::vector<Extent> extents = AllExtents(*source_);
+  auto data = std::find_if(extents.begin(), extents.end(),
+                           [](const Extent& e) { return e.kind == ExtentKind::kData; });
+  auto hole = std::find_if(extents.begin(), extents.end(),
+                           [](const Extent& e) { return e.kind == ExtentKind::kHole; });
+  ASSERT_NE(data, extents.end());
+  ASSERT_NE(hole, extents.end());
+  auto src = OpenNbdSource(server->uri("disk"), {.connections = 1});
+  ASSERT_TRUE(src.ok()) << src.status().ToString();
+  std::vector<uint8_t> buf(std::min<uint64_t>(data->length, 65536));
+  ASSERT_TRUE((*src)->Read(data->offset, buf).ok());
+  EXPECT_EQ(server->payload_bytes_sent(), buf.size());
+  // A hole goes out as a hole chunk: no payload.
+  std::vector<uint8_t> zeros(std::min<uint64_t>(hole->length, 65536));
+  ASSERT_TRUE((*src)->Read(hole->offset, zeros).ok());
+  EXPECT_EQ(server->payload_bytes_sent(), buf.size());
+  // A whole copy sends at most the disk's size.
+  auto r = Sh("nbdcopy " + ShellQuote(server->uri("disk")) + " " + ShellQuote(dir_.Join("c.raw")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_GT(server->payload_bytes_sent(), buf.size());
+  EXPECT_LE(server->payload_bytes_sent(), buf.size() + kImageSize);
+}
+
+TEST_F(NbdTest, PrivateExportsAreReachableOnlyByName) {
+  NbdServerOptions o = Options();
+  o.private_exports = true;
+  auto server = StartTcp(o);
+  ASSERT_NE(server, nullptr);
+  auto list = Sh("nbdinfo --list " + ShellQuote(server->uri()) + " 2>&1");
+  EXPECT_EQ(list.output.find("export=\"disk\""), std::string::npos) << list.output;
+  EXPECT_EQ(list.output.find("pattern test disk"), std::string::npos) << list.output;
+  EXPECT_NE(Sh("nbdinfo --size " + ShellQuote(server->uri()) + " 2>&1").exit_code, 0);
+  auto named = Sh("nbdinfo --size " + ShellQuote(server->uri("disk")));
+  ASSERT_EQ(named.exit_code, 0) << named.output;
+  EXPECT_EQ(named.output, std::to_string(kImageSize) + "\n");
+}
+
 TEST_F(NbdTest, OurClientErrorsNameTheUri) {
   auto unknown = OpenNbdSource(UnixUri(dir_.Join("nobody.sock")));
   ASSERT_FALSE(unknown.ok());
@@ -625,8 +665,10 @@ TEST_F(NbdTest, OurClientAgainstQemuNbd) {
 
 TEST_F(NbdTest, SinkIntoQemuNbdQcow2) {
   std::string target = dir_.Join("target.qcow2");
-  ASSERT_EQ(Sh("qemu-img create -q -f qcow2 " + ShellQuote(target) + " " +
-                std::to_string(kImageSize)).exit_code, 0);
+  ASSERT_EQ(
+      Sh("qemu-img create -q -f qcow2 " + ShellQuote(target) + " " + std::to_string(kImageSize))
+          .exit_code,
+      0);
   // Garbage everywhere first: WriteZeroes must really zero (zero_initialized is false).
   ASSERT_EQ(Sh("qemu-io -f qcow2 -c 'write -P 0xee 0 16M' " + ShellQuote(target)).exit_code, 0);
   std::string sock = dir_.Join("qemu-w.sock");
@@ -652,9 +694,9 @@ TEST_F(NbdTest, SinkIntoQemuNbdQcow2) {
 
 TEST_F(NbdTest, SinkIntoNbdkitMemory) {
   std::string sock = dir_.Join("kit.sock");
-  Child kit({"nbdkit", "-f", "--exit-with-parent", "-U", sock, "memory",
-             std::to_string(kImageSize)},
-            dir_.Join("nbdkit.log"));
+  Child kit(
+      {"nbdkit", "-f", "--exit-with-parent", "-U", sock, "memory", std::to_string(kImageSize)},
+      dir_.Join("nbdkit.log"));
   ASSERT_TRUE(kit.ok());
   ASSERT_TRUE(WaitForSocket(sock));
   // Fill the export with garbage through the sink itself, from several threads at once.
@@ -693,8 +735,10 @@ TEST_F(NbdTest, DirtyBitmapFromQemuNbd) {
   auto r = Sh("qemu-img bitmap --add --enable -f qcow2 " + q + " b0");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // Written while the bitmap records: dirty (granularity 64 KiB).
-  r = Sh("qemu-io -f qcow2 -c 'write -P 0x55 2M 64k' -c 'write -P 0x66 5M 1M' -c "
-          "'write -P 0x77 10M 4k' " + q);
+  r =
+      Sh("qemu-io -f qcow2 -c 'write -P 0x55 2M 64k' -c 'write -P 0x66 5M 1M' -c "
+         "'write -P 0x77 10M 4k' " +
+         q);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::string sock = dir_.Join("bitmap.sock");
   Child qemu({"qemu-nbd", "-r", "-f", "qcow2", "-B", "b0", "--persistent", "-k", sock, img},
