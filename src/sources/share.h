@@ -29,7 +29,7 @@ struct ShareVm {
 
 struct ShareScan {
   std::vector<ShareVm> vms;           // ordered by id
-  std::vector<std::string> problems;  // "odd.ovf: OVF: ... (skipped)"
+  std::vector<std::string> problems;  // "odd.ovf: OVF: ... (skipped)", sorted (by file)
 };
 
 struct ScanOptions {

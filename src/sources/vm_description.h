@@ -76,6 +76,10 @@ struct VmDescription {
 std::string ToJson(const VmDescription& vm);
 Result<VmDescription> VmDescriptionFromJson(std::string_view json, const std::string& where);
 
+// "00155D0A0B0C", "00-15-5D-0A-0B-0C", "00:15:5D:0A:0B:0C" -> "00:15:5d:0a:0b:0c". kCorrupt if
+// `text` is not 12 hex digits with optional ':' '-' '.' separators.
+Result<std::string> NormalizeMac(std::string_view text);
+
 // Fills `missing` from the fields that are still unknown (vcpus, memory, firmware).
 void ComputeMissing(VmDescription& vm);
 
