@@ -14,6 +14,7 @@ using Json = nlohmann::json;
 constexpr size_t kMaxConfigBytes = 1 << 20;
 constexpr size_t kMaxHostIdLength = 64;
 constexpr int kMaxPort = 65535;
+constexpr size_t kMaxShares = 256;
 
 Status Bad(std::string_view field, const std::string& what) {
   return Status::InvalidArgument(std::string(field) + ": " + what);
@@ -58,13 +59,15 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text) {
   const Field fields[] = {{"listen", &c.listen},           {"token", &c.token},
                           {"libvirt_uri", &c.libvirt_uri}, {"migration_uri", &c.migration_uri},
                           {"host_id", &c.host_id},         {"state_dir", &c.state_dir}};
+  const char* const optional_fields[] = {"shares", "data_address"};
   for (const auto& [key, value] : j.items()) {
     bool known = false;
     for (const Field& f : fields) known = known || key == f.name;
+    for (const char* f : optional_fields) known = known || key == f;
     if (!known) {
       return Status::InvalidArgument("unknown field \"" + key.substr(0, 64) +
                                      "\" (expected listen, token, libvirt_uri, migration_uri, "
-                                     "host_id, state_dir)");
+                                     "host_id, state_dir, shares, data_address)");
     }
   }
   for (const Field& f : fields) {
@@ -89,7 +92,55 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text) {
     return Bad("host_id", "\"" + c.host_id + "\" must be 1-64 characters of [A-Za-z0-9._-]");
   }
   if (c.state_dir[0] != '/') return Bad("state_dir", "\"" + c.state_dir + "\" is not absolute");
+
+  if (auto it = j.find("shares"); it != j.end()) {
+    if (!it->is_object()) return Bad("shares", "expected an object of name: folder");
+    if (it->size() > kMaxShares) {
+      return Bad("shares", "more than " + std::to_string(kMaxShares) + " shares");
+    }
+    for (const auto& [name, folder] : it->items()) {
+      const std::string field = "shares." + name.substr(0, 64);
+      if (!IsValidShareName(name)) {
+        return Bad(field, "a share name must be 1-64 characters of [A-Za-z0-9._-]");
+      }
+      if (!folder.is_string()) return Bad(field, "expected a string (the share's folder)");
+      std::string path = folder.get<std::string>();
+      if (path.empty() || path[0] != '/') {
+        return Bad(field, "\"" + path.substr(0, 256) + "\" is not an absolute path");
+      }
+      while (path.size() > 1 && path.back() == '/') path.pop_back();
+      c.shares.emplace_back(name, std::move(path));
+    }
+  }
+  if (auto it = j.find("data_address"); it != j.end()) {
+    if (!it->is_string()) return Bad("data_address", "expected a string");
+    c.data_address = it->get<std::string>();
+    if (c.data_address.empty()) return Bad("data_address", "must not be empty");
+    for (char ch : c.data_address) {
+      if (static_cast<unsigned char>(ch) <= ' ' || ch == '/' || ch == '?' || ch == '#') {
+        return Bad("data_address", "\"" + c.data_address.substr(0, 64) +
+                                       "\" is not a host name or address (no port)");
+      }
+    }
+  }
+  if (c.data_address.empty()) c.data_address = ListenHost(c.listen);
   return c;
+}
+
+bool IsValidShareName(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxHostIdLength &&
+         name.find_first_not_of(
+             "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+             "0123456789._-") == std::string_view::npos;
+}
+
+std::string ListenHost(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
 }
 
 Result<AgentConfig> LoadAgentConfig(const std::string& path) {

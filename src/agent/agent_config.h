@@ -1,14 +1,18 @@
 // ferry-agent's configuration file (docs/control-plane.md, "Agent API"):
 //   {"listen": "127.0.0.11:7801", "token": "secret", "libvirt_uri": "qemu+tcp://127.0.0.11/system",
-//    "migration_uri": "tcp://127.0.0.11", "host_id": "host1", "state_dir": "/var/lib/ferry-agent"}
-// Every field is required; an unknown field is an error (a typo must not silently fall back to
-// a default). Errors are kInvalidArgument naming the file and the field.
+//    "migration_uri": "tcp://127.0.0.11", "host_id": "host1", "state_dir": "/var/lib/ferry-agent",
+//    "shares": {"exports": "/srv/exports"}, "data_address": "127.0.0.11"}
+// Every field up to state_dir is required; shares and data_address are optional. An unknown
+// field is an error (a typo must not silently fall back to a default). Errors are
+// kInvalidArgument naming the file and the field.
 //
 // Thread-safety: pure functions over values.
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/status.h"
 
@@ -21,7 +25,17 @@ struct AgentConfig {
   std::string migration_uri;  // QEMU migration streams to this host: "tcp://127.0.0.11"
   std::string host_id;        // [A-Za-z0-9._-]{1,64}
   std::string state_dir;      // absolute path; jobs are kept in state_dir/jobs
+  // Export shares (docs/plans.md, "Sources"): name ([A-Za-z0-9._-]{1,64}) -> absolute folder,
+  // in the file's order.
+  std::vector<std::pair<std::string, std::string>> shares;
+  // The host cold-migration NBD exports listen on (port 0); ParseAgentConfig defaults it to
+  // the host part of `listen`. "" (a config made in code): the service uses ListenHost(listen).
+  std::string data_address;
 };
+
+bool IsValidShareName(std::string_view name);
+// "127.0.0.11:7801" -> "127.0.0.11", "[::1]:7801" -> "::1".
+std::string ListenHost(const std::string& listen);
 
 Result<AgentConfig> ParseAgentConfig(std::string_view json);
 // Reads and parses the file at `path` (at most 1 MiB); errors start with the path.

@@ -11,6 +11,7 @@
 
 #include "agent/agent_config.h"
 #include "agent/agent_service.h"
+#include "agent/export_registry.h"
 #include "agent/host_ops.h"
 #include "agent/migration_job.h"
 
@@ -40,6 +41,16 @@ int main(int argc, char** argv) {
   options.config = *config;
   options.runner = ferry::agent::RunMigrationJob;
   options.host = ferry::agent::NewLibvirtHostOps(config->libvirt_uri);
+  // Cold migrations' source side: the shares of the config, NBD exports on data_address.
+  ferry::agent::ExportRegistryOptions exports;
+  exports.state_dir = config->state_dir;
+  exports.data_address = config->data_address;
+  exports.shares = config->shares;
+  exports.host = ferry::agent::NewLibvirtExportHost(config->libvirt_uri);
+  exports.log = [host_id = config->host_id](const std::string& line) {
+    std::fprintf(stderr, "ferry-agent %s: %s\n", host_id.c_str(), line.c_str());
+  };
+  options.exports = std::make_unique<ferry::agent::ExportRegistry>(std::move(exports));
   auto service = std::make_unique<ferry::agent::AgentService>(std::move(options));
   ferry::Status started = service->Start();
   if (!started.ok()) {

@@ -18,6 +18,10 @@
 #include <thread>
 #include <utility>
 
+#include "agent/state_file.h"
+#include "sources/libvirt_vm.h"
+#include "sources/share.h"
+
 namespace ferry::agent {
 
 namespace {
@@ -34,79 +38,13 @@ using api::HttpResponse;
 constexpr char kRestartedMessage[] = "agent restarted during the job";
 constexpr size_t kMaxJobFileBytes = 8 << 20;
 constexpr char kJobSuffix[] = ".json";
-constexpr char kTempSuffix[] = ".tmp";
+constexpr const char* kTempSuffix = kStateTempSuffix;
 constexpr int64_t kEventPersistMs = 1000;
 
 int64_t SystemNowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-Status Errno(const std::string& what) { return Status::Io(what + ": " + std::strerror(errno)); }
-
-Status WriteAll(int fd, const std::string& data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("write " + path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
-// Replaces `path` with `data` atomically and durably: temp file, fsync, rename, fsync of the
-// folder.
-Status WriteFileAtomic(const std::string& dir, const std::string& name, const std::string& data) {
-  const std::string path = dir + "/" + name;
-  const std::string tmp = path + kTempSuffix;
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Errno("create " + tmp);
-  Status s = WriteAll(fd, data, tmp);
-  if (s.ok() && ::fsync(fd) != 0) s = Errno("fsync " + tmp);
-  if (::close(fd) != 0 && s.ok()) s = Errno("close " + tmp);
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) s = Errno("rename " + tmp);
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return Errno("open " + dir);
-  if (::fsync(dfd) != 0) s = Errno("fsync " + dir);
-  ::close(dfd);
-  return s;
-}
-
-Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Errno("open " + path);
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    const ssize_t n = ::read(fd, buf, sizeof(buf));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      Status s = Errno("read " + path);
-      ::close(fd);
-      return s;
-    }
-    if (n == 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > max_bytes) {
-      ::close(fd);
-      return Status::TooLarge(path + ": larger than " + std::to_string(max_bytes) + " bytes");
-    }
-  }
-  ::close(fd);
-  return out;
-}
-
-bool EndsWith(const std::string& s, std::string_view suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
 }
 
 HttpResponse Reply(const Status& s) { return HttpResponse::Error(s); }
@@ -172,7 +110,20 @@ AgentService::AgentService(AgentServiceOptions options)
       max_events_(std::max<size_t>(options.max_events, 1)),
       log_(std::move(options.log)),
       jobs_dir_(config_.state_dir + "/jobs"),
-      server_(config_.token) {}
+      exports_(std::move(options.exports)),
+      server_(config_.token) {
+  if (exports_ == nullptr) {
+    ExportRegistryOptions eo;
+    eo.state_dir = config_.state_dir;
+    eo.data_address =
+        config_.data_address.empty() ? ListenHost(config_.listen) : config_.data_address;
+    eo.shares = config_.shares;
+    eo.host = NewLibvirtExportHost(config_.libvirt_uri);
+    eo.now_ms = now_ms_;
+    eo.log = [this](const std::string& line) { Log(line); };
+    exports_ = std::make_unique<ExportRegistry>(std::move(eo));
+  }
+}
 
 AgentService::~AgentService() {
   StopServing();
@@ -202,6 +153,7 @@ Status AgentService::Start() {
   std::filesystem::create_directories(jobs_dir_, ec);
   if (ec) return Status::Io("create " + jobs_dir_ + ": " + ec.message());
   FERRY_TRY(LoadJobs());
+  FERRY_TRY(exports_->Start());
   if (host_ != nullptr) {
     Status c = host_->Connect();
     if (!c.ok()) Log("libvirt not reachable yet (requests will retry): " + c.ToString());
@@ -414,6 +366,31 @@ Result<AgentJob> AgentService::CancelJob(const std::string& id) {
   return snapshot;
 }
 
+std::vector<api::ShareInfo> AgentService::ListShares() const {
+  std::vector<api::ShareInfo> out;
+  for (const auto& [name, folder] : config_.shares) {
+    out.push_back({name, folder, ::access(folder.c_str(), W_OK) == 0});
+  }
+  return out;
+}
+
+Result<api::ShareListing> AgentService::ListShareVms(const std::string& share) const {
+  for (const auto& [name, folder] : config_.shares) {
+    if (name != share) continue;
+    FERRY_ASSIGN_OR_RETURN(sources::ShareScan scan, sources::ScanShare(name, folder));
+    return api::ShareListing{std::move(scan.vms), std::move(scan.problems)};
+  }
+  return Status::NotFound("share " + share + " is not configured on " + config_.host_id);
+}
+
+Result<sources::VmDescription> AgentService::DescribeVm(const std::string& name) const {
+  if (host_ == nullptr) return Status::Unsupported("no libvirt host configured");
+  FERRY_ASSIGN_OR_RETURN(hypervisor::VmInfo info, host_->GetVm(name));
+  FERRY_ASSIGN_OR_RETURN(std::string xml,
+                         host_->DomainXml(name, /*inactive=*/true, /*migratable=*/false));
+  return sources::DescribeLibvirtVm(xml, info);
+}
+
 Result<std::string> ExtractCpuXml(const std::string& domain_xml) {
   pugi::xml_document doc;
   pugi::xml_parse_result parsed = doc.load_buffer(domain_xml.data(), domain_xml.size());
@@ -515,6 +492,41 @@ void AgentService::RegisterRoutes() {
 
   server_.Route("POST " + p + "/jobs/{id}/cancel",
                 [this](const HttpRequest& r) { return Reply(CancelJob(r.Param("id"))); });
+
+  // Cold migrations' source side (docs/plans.md, "Agent API additions").
+  server_.Route("GET " + p + "/shares", [this](const HttpRequest&) {
+    return HttpResponse::Json(api::ToJson(ListShares()));
+  });
+
+  server_.Route("GET " + p + "/shares/{name}/vms",
+                [this](const HttpRequest& r) { return Reply(ListShareVms(r.Param("name"))); });
+
+  server_.Route("GET " + p + "/vms/{name}/description", [this](const HttpRequest& r) {
+    Result<sources::VmDescription> vm = DescribeVm(r.Param("name"));
+    if (!vm.ok()) return Reply(vm.status());
+    return HttpResponse::Json(sources::ToJson(*vm));
+  });
+
+  server_.Route("POST " + p + "/exports", [this](const HttpRequest& r) {
+    ExportSpec spec;
+    Status s = api::FromJson(r.body, &spec);
+    if (!s.ok()) return Reply(s);
+    bool existed = false;
+    Result<ExportInfo> info = exports_->Create(spec, &existed);
+    return Reply(info, existed ? 200 : 201);
+  });
+
+  server_.Route("GET " + p + "/exports/{id}",
+                [this](const HttpRequest& r) { return Reply(exports_->Get(r.Param("id"))); });
+
+  server_.Route("DELETE " + p + "/exports/{id}", [this](const HttpRequest& r) {
+    const std::string restore = r.Query("restore_power", "0");
+    if (restore != "0" && restore != "1" && restore != "true" && restore != "false") {
+      return Reply(Status::InvalidArgument("restore_power: expected 0 or 1, got \"" +
+                                           restore.substr(0, 32) + "\""));
+    }
+    return Reply(exports_->Close(r.Param("id"), restore == "1" || restore == "true"));
+  });
 }
 
 }  // namespace ferry::agent

@@ -2,9 +2,11 @@
 // registry.
 //
 // Requests are authenticated with the configured bearer token (401 otherwise). Inventory, VM,
-// XML and check endpoints go through HostOps (libvirt). Migration jobs are started by
-// POST /agent/v1/jobs: each runs the JobRunner (RunMigrationJob in production) on its own
-// thread with a JobContext that records progress and events and carries the cancel flag.
+// XML and check endpoints go through HostOps (libvirt); shares, VM descriptions and exports
+// (cold migrations, docs/plans.md) through src/sources and the ExportRegistry. Migration jobs
+// are started by POST /agent/v1/jobs: each runs the JobRunner (RunMigrationJob in production)
+// on its own thread with a JobContext that records progress and events and carries the cancel
+// flag.
 //
 // Persistence: every job is kept in memory and as state_dir/jobs/<id>.json (written to a
 // temporary file, fsynced, renamed, directory fsynced) whenever its state changes: start, a
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "agent/agent_config.h"
+#include "agent/export_registry.h"
 #include "agent/host_ops.h"
 #include "agent/migration_job.h"
 #include "api/agent_json.h"
@@ -49,6 +52,9 @@ struct AgentServiceOptions {
   size_t max_events = api::kMaxJobEvents;
   // Where log lines go (nullptr = stderr).
   std::function<void(const std::string&)> log;
+  // Cold-migration exports (POST /agent/v1/exports ...). nullptr: the service makes one from
+  // the config (state_dir, shares, data_address) over NewLibvirtExportHost(libvirt_uri).
+  std::unique_ptr<ExportRegistry> exports;
 };
 
 class AgentService {
@@ -59,9 +65,9 @@ class AgentService {
   AgentService(const AgentService&) = delete;
   AgentService& operator=(const AgentService&) = delete;
 
-  // Creates state_dir/jobs, reloads the jobs kept there, connects to libvirt (a failure is
-  // logged, not fatal: requests retry) and serves on config.listen. kIo if the state folder
-  // cannot be made or the address cannot be bound.
+  // Creates state_dir/jobs, reloads the jobs kept there and the exports (ExportRegistry::
+  // Start), connects to libvirt (a failure is logged, not fatal: requests retry) and serves on
+  // config.listen. kIo if a state folder cannot be made or the address cannot be bound.
   Status Start();
   // The port served on (after Start; useful with "HOST:0").
   int port() const;
@@ -80,6 +86,14 @@ class AgentService {
   // Sets the job's cancel flag (the runner stops at its next check); a final job is returned
   // unchanged. kNotFound for an unknown id.
   Result<api::AgentJob> CancelJob(const std::string& id);
+
+  // --- Cold migrations' source side (docs/plans.md, "Agent API additions") -----------------
+  ExportRegistry& exports() { return *exports_; }
+  // The configured shares; `writable`: this agent may write into the folder.
+  std::vector<api::ShareInfo> ListShares() const;
+  Result<api::ShareListing> ListShareVms(const std::string& share) const;  // kNotFound
+  // A libvirt VM of this host described for a cold migration (its inactive definition).
+  Result<sources::VmDescription> DescribeVm(const std::string& name) const;
 
  private:
   struct Job;
@@ -102,6 +116,7 @@ class AgentService {
   size_t max_events_;
   std::function<void(const std::string&)> log_;
   std::string jobs_dir_;
+  std::unique_ptr<ExportRegistry> exports_;
   api::HttpServer server_;
 
   mutable std::mutex mu_;

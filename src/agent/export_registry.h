@@ -46,11 +46,12 @@ std::unique_ptr<ExportHost> NewLibvirtExportHost(std::string libvirt_uri);
 
 struct ExportRegistryOptions {
   std::string state_dir;
-  std::string data_address;  // NBD listen host, e.g. "127.0.0.11"
+  std::string data_address;                                 // NBD listen host, e.g. "127.0.0.11"
   std::vector<std::pair<std::string, std::string>> shares;  // name -> folder
-  std::unique_ptr<ExportHost> host;
-  std::function<int64_t()> now_ms;                   // nullptr = system clock
-  std::function<void(const std::string&)> log;       // nullptr = stderr
+  std::unique_ptr<ExportHost> host;  // nullptr: libvirt VMs cannot be exported (kUnsupported)
+  std::function<int64_t()> now_ms;   // nullptr = system clock
+  std::function<void(const std::string&)> log;  // nullptr = stderr
+  int hash_workers = 2;  // HashChunks threads per export (reads compete with NBD clients)
 };
 
 class ExportRegistry {
@@ -67,11 +68,29 @@ class ExportRegistry {
   Result<ExportInfo> Create(const ExportSpec& spec, bool* existed);
   Result<ExportInfo> Get(const std::string& id) const;  // kNotFound
   std::vector<ExportInfo> List() const;
+  // Stops serving and hashing (an export still preparing stops where it is: a shutdown in
+  // progress is not waited for) and marks it closed. restore_power: a libvirt VM that ran
+  // before the export and is shut off now is started again (also when the export was already
+  // closed, so a retried close can finish what a failed start left). kNotFound for an unknown
+  // id; an error starting the VM is returned after the export is closed.
   Result<ExportInfo> Close(const std::string& id, bool restore_power);
 
  private:
   struct Entry;
+
+  Status Load();
+  void StartWorker(Entry& entry);
+  void RunWorker(Entry* entry);
+  Status Prepare(Entry& entry);
+  Status ShutDownVm(Entry& entry);
+  void HashDisks(Entry& entry);
+  // Writes the entry's file; errors are returned and logged.
+  Status Persist(Entry& entry);
+  ExportInfo Snapshot(const Entry& entry) const;  // REQUIRES: mu_ held
+  void Log(const std::string& line) const;
+
   ExportRegistryOptions options_;
+  std::string dir_;  // state_dir/exports
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<Entry>> exports_;  // GUARDED_BY(mu_)
 };

@@ -3,6 +3,8 @@
 
 #include <utility>
 
+#include "sources/vm_description.h"
+
 namespace ferry::api {
 
 namespace {
@@ -68,6 +70,44 @@ Result<AgentJob> AgentClient::CancelJob(const std::string& id) const {
   return Decode<AgentJob>(
       http_.Post(std::string(kPrefix) + "/jobs/" + UrlEncode(id) + "/cancel", "{}"),
       "cancel job " + id);
+}
+
+Result<std::vector<ShareInfo>> AgentClient::ListShares() const {
+  return Decode<std::vector<ShareInfo>>(http_.Get(std::string(kPrefix) + "/shares"), "shares");
+}
+
+Result<ShareListing> AgentClient::ListShareVms(const std::string& share) const {
+  return Decode<ShareListing>(
+      http_.Get(std::string(kPrefix) + "/shares/" + UrlEncode(share) + "/vms"),
+      "share " + share + " vms");
+}
+
+Result<agent::ExportInfo> AgentClient::CreateExport(const agent::ExportSpec& spec) const {
+  return Decode<agent::ExportInfo>(http_.Post(std::string(kPrefix) + "/exports", ToJson(spec)),
+                                   "create export " + spec.id);
+}
+
+Result<agent::ExportInfo> AgentClient::GetExport(const std::string& id) const {
+  return Decode<agent::ExportInfo>(http_.Get(std::string(kPrefix) + "/exports/" + UrlEncode(id)),
+                                   "export " + id);
+}
+
+Result<agent::ExportInfo> AgentClient::CloseExport(const std::string& id,
+                                                   bool restore_power) const {
+  return Decode<agent::ExportInfo>(http_.Delete(std::string(kPrefix) + "/exports/" + UrlEncode(id) +
+                                                "?restore_power=" + (restore_power ? "1" : "0")),
+                                   "close export " + id);
+}
+
+Result<sources::VmDescription> AgentClient::DescribeVm(const std::string& name) const {
+  Result<std::string> body =
+      http_.Get(std::string(kPrefix) + "/vms/" + UrlEncode(name) + "/description");
+  if (!body.ok()) return std::move(body).status();
+  Result<sources::VmDescription> vm = sources::VmDescriptionFromJson(
+      *body, "agent " + url() + ": vm " + name + " description answer");
+  // A malformed answer is invalid_argument, as for every other answer (agent_client.h).
+  if (!vm.ok()) return Status::InvalidArgument(vm.status().message());
+  return vm;
 }
 
 }  // namespace ferry::api

@@ -7,6 +7,8 @@
 #include <utility>
 
 #include "api/errors.h"
+#include "disk/engine/chunk_hash.h"
+#include "sources/vm_description.h"
 
 namespace ferry::api {
 
@@ -632,6 +634,204 @@ Status Read(const Json& o, const std::string& p, AgentJob* job) {
   return ReadI64(o, p, "finished_at_ms", &job->finished_at_ms, 0, kMaxTimestampMs);
 }
 
+// ---- Cold migrations: shares, exports ---------------------------------------------------
+
+using agent::ExportDisk;
+using agent::ExportInfo;
+using agent::ExportSpec;
+using agent::ExportState;
+using agent::HashState;
+
+// A 16 TiB disk in 4 MiB chunks: the longest chunk hash list an export can carry.
+constexpr size_t kMaxChunkHashes = (16ull << 40) / (4ull << 20);
+constexpr size_t kMaxExportDisks = 64;  // as many as a VmDescription may have
+constexpr int64_t kMaxShutdownTimeoutMs = int64_t{24} * 3600 * 1000;
+constexpr uint64_t kMinHashChunk = 4096;
+constexpr uint64_t kMaxHashChunk = 256ull << 20;
+
+constexpr ExportState kExportStates[] = {ExportState::kPreparing, ExportState::kShuttingDown,
+                                         ExportState::kServing, ExportState::kFailed,
+                                         ExportState::kClosed};
+constexpr HashState kHashStates[] = {HashState::kNone, HashState::kRunning, HashState::kDone,
+                                     HashState::kFailed};
+
+// The VmDescription travels in src/sources' own JSON form (one mapping of it), embedded as an
+// object. An unnamed description (an export still preparing) is null.
+OutJson J(const sources::VmDescription& vm) {
+  if (vm.name.empty()) return nullptr;
+  return OutJson::parse(sources::ToJson(vm));
+}
+
+Status ReadVmDescription(const Json& o, const std::string& p, std::string_view key,
+                         sources::VmDescription* out, Need need) {
+  FERRY_ASSIGN_OR_RETURN(const Json* j, Member(o, p, key, need));
+  *out = sources::VmDescription();
+  if (j == nullptr) return Status::Ok();
+  const std::string here = Join(p, key);
+  if (!j->is_object()) return Bad(here, "expected an object");
+  Result<sources::VmDescription> vm = sources::VmDescriptionFromJson(j->dump(), here);
+  // The description's parser names `here` and the field; the API's code for bad input is
+  // invalid_argument whatever the parser calls it.
+  if (!vm.ok()) return Status::InvalidArgument(vm.status().message());
+  *out = std::move(*vm);
+  return Status::Ok();
+}
+
+OutJson J(const sources::ShareVm& vm) {
+  return {{"id", vm.id}, {"share", vm.share}, {"vm", J(vm.vm)}};
+}
+
+Status Read(const Json& o, const std::string& p, sources::ShareVm* vm) {
+  FERRY_TRY(ExpectObject(o, p));
+  FERRY_TRY(ReadString(o, p, "id", &vm->id, Need::kRequired));
+  if (vm->id.empty()) return Bad(Join(p, "id"), "must not be empty");
+  FERRY_TRY(ReadString(o, p, "share", &vm->share, Need::kRequired));
+  return ReadVmDescription(o, p, "vm", &vm->vm, Need::kRequired);
+}
+
+OutJson J(const ExportSpec& s) {
+  OutJson out = {{"id", s.id}};
+  if (!s.vm.empty()) out["vm"] = s.vm;
+  if (!s.share.empty()) out["share"] = s.share;
+  if (!s.share_vm.empty()) out["share_vm"] = s.share_vm;
+  out["shutdown"] = {
+      {"enabled", s.shutdown}, {"timeout_ms", s.shutdown_timeout_ms}, {"force", s.force_shutdown}};
+  out["hash_chunk_size"] = s.hash_chunk_size;
+  return out;
+}
+
+Status Read(const Json& o, const std::string& p, ExportSpec* s) {
+  FERRY_TRY(ExpectObject(o, p));
+  *s = ExportSpec();
+  FERRY_TRY(ReadString(o, p, "id", &s->id, Need::kRequired));
+  if (!IsValidJobId(s->id)) {
+    return Bad(Join(p, "id"), "must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
+  }
+  FERRY_TRY(ReadString(o, p, "vm", &s->vm));
+  FERRY_TRY(ReadString(o, p, "share", &s->share));
+  FERRY_TRY(ReadString(o, p, "share_vm", &s->share_vm));
+  const bool is_share = !s->share.empty() || !s->share_vm.empty();
+  if (s->vm.empty() == !is_share) {
+    return Bad(p.empty() ? "vm" : Join(p, "vm"),
+               "exactly one of vm or share + share_vm must be given");
+  }
+  if (is_share && s->share.empty()) return Bad(Join(p, "share"), "missing (share_vm is given)");
+  if (is_share && s->share_vm.empty()) {
+    return Bad(Join(p, "share_vm"), "missing (share is given)");
+  }
+  FERRY_TRY(ReadObject(o, p, "shutdown", [&](const Json& d, const std::string& dp) {
+    FERRY_TRY(ReadBool(d, dp, "enabled", &s->shutdown));
+    FERRY_TRY(ReadI64(d, dp, "timeout_ms", &s->shutdown_timeout_ms, 0, kMaxShutdownTimeoutMs));
+    return ReadBool(d, dp, "force", &s->force_shutdown);
+  }));
+  FERRY_TRY(ReadU64(o, p, "hash_chunk_size", &s->hash_chunk_size));
+  if (s->hash_chunk_size != 0 &&
+      (s->hash_chunk_size < kMinHashChunk || s->hash_chunk_size > kMaxHashChunk ||
+       s->hash_chunk_size % kMinHashChunk != 0)) {
+    return Bad(Join(p, "hash_chunk_size"),
+               "expected 0 (no hashing) or a multiple of 4096 from 4096 to 268435456");
+  }
+  return Status::Ok();
+}
+
+OutJson ErrorJson(const Status& error) {
+  if (error.ok()) return nullptr;
+  return {{"code", std::string(ErrorCodeWireName(error.code()))}, {"message", error.message()}};
+}
+
+OutJson J(const ExportDisk& d) {
+  OutJson hashes = OutJson::array();
+  for (const Sha256Digest& h : d.chunk_hashes) hashes.push_back(ToHex(h));
+  return {{"id", d.id},
+          {"uri", d.uri},
+          {"size", d.size},
+          {"format", d.format},
+          {"allocated_bytes", d.allocated_bytes},
+          {"hash_state", std::string(agent::HashStateName(d.hash_state))},
+          {"hashed_bytes", d.hashed_bytes},
+          {"chunk_hashes", std::move(hashes)}};
+}
+
+Status Read(const Json& o, const std::string& p, ExportDisk* d) {
+  FERRY_TRY(ExpectObject(o, p));
+  FERRY_TRY(ReadString(o, p, "id", &d->id, Need::kRequired));
+  if (d->id.empty()) return Bad(Join(p, "id"), "must not be empty");
+  FERRY_TRY(ReadString(o, p, "uri", &d->uri));
+  FERRY_TRY(ReadU64(o, p, "size", &d->size));
+  FERRY_TRY(ReadString(o, p, "format", &d->format));
+  FERRY_TRY(ReadU64(o, p, "allocated_bytes", &d->allocated_bytes));
+  FERRY_TRY(ReadEnum(o, p, "hash_state", &d->hash_state, kHashStates, agent::HashStateName,
+                     Need::kOptional));
+  FERRY_TRY(ReadU64(o, p, "hashed_bytes", &d->hashed_bytes));
+  d->chunk_hashes.clear();
+  return ReadArray(
+      o, p, "chunk_hashes", kMaxChunkHashes, [&](const Json& item, const std::string& ip) {
+        if (!item.is_string()) return Bad(ip, "expected a string");
+        Result<Sha256Digest> digest = DigestFromHex(item.get_ref<const std::string&>(), ip);
+        if (!digest.ok()) return Status::InvalidArgument(digest.status().message());
+        d->chunk_hashes.push_back(*digest);
+        return Status::Ok();
+      });
+}
+
+OutJson J(const ExportInfo& e) {
+  OutJson disks = OutJson::array();
+  for (const ExportDisk& d : e.disks) disks.push_back(J(d));
+  return {{"id", e.id},
+          {"state", std::string(agent::ExportStateName(e.state))},
+          {"spec", J(e.spec)},
+          {"vm", J(e.vm)},
+          {"disks", std::move(disks)},
+          {"was_running", e.was_running},
+          {"bytes_served", e.bytes_served},
+          {"error", ErrorJson(e.error)},
+          {"created_at_ms", e.created_at_ms}};
+}
+
+Status Read(const Json& o, const std::string& p, ExportInfo* e) {
+  FERRY_TRY(ExpectObject(o, p));
+  *e = ExportInfo();
+  FERRY_TRY(ReadString(o, p, "id", &e->id, Need::kRequired));
+  if (!IsValidJobId(e->id)) {
+    return Bad(Join(p, "id"), "must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
+  }
+  FERRY_TRY(
+      ReadEnum(o, p, "state", &e->state, kExportStates, agent::ExportStateName, Need::kRequired));
+  bool has_spec = false;
+  FERRY_TRY(ReadObject(
+      o, p, "spec", [&](const Json& s, const std::string& sp) { return Read(s, sp, &e->spec); },
+      Need::kOptional, &has_spec));
+  if (has_spec && e->spec.id != e->id) return Bad(Join(p, "spec.id"), "differs from id");
+  FERRY_TRY(ReadVmDescription(o, p, "vm", &e->vm, Need::kOptional));
+  FERRY_TRY(ReadArray(o, p, "disks", kMaxExportDisks, [&](const Json& item, const std::string& ip) {
+    ExportDisk d;
+    FERRY_TRY(Read(item, ip, &d));
+    e->disks.push_back(std::move(d));
+    return Status::Ok();
+  }));
+  FERRY_TRY(ReadBool(o, p, "was_running", &e->was_running));
+  FERRY_TRY(ReadU64(o, p, "bytes_served", &e->bytes_served));
+  FERRY_TRY(ReadObject(o, p, "error", [&](const Json& x, const std::string& xp) {
+    return ReadError(x, xp, &e->error);
+  }));
+  if (e->state == ExportState::kFailed && e->error.ok()) {
+    return Bad(Join(p, "error"), "missing (state is failed)");
+  }
+  return ReadI64(o, p, "created_at_ms", &e->created_at_ms, 0, kMaxTimestampMs);
+}
+
+OutJson J(const ShareInfo& s) {
+  return {{"name", s.name}, {"path", s.path}, {"writable", s.writable}};
+}
+
+Status Read(const Json& o, const std::string& p, ShareInfo* s) {
+  FERRY_TRY(ExpectObject(o, p));
+  FERRY_TRY(ReadString(o, p, "name", &s->name, Need::kRequired));
+  if (s->name.empty()) return Bad(Join(p, "name"), "must not be empty");
+  FERRY_TRY(ReadString(o, p, "path", &s->path));
+  return ReadBool(o, p, "writable", &s->writable);
+}
+
 // Parses `json` as an object and reads it into *out with Read().
 template <typename T>
 Status ParseInto(std::string_view json, T* out) {
@@ -679,6 +879,35 @@ Result<MigrationKind> MigrationKindFromWireName(std::string_view name) {
   return Status::InvalidArgument("unknown migration kind \"" + std::string(name.substr(0, 64)) +
                                  "\"");
 }
+
+}  // namespace ferry::api
+
+namespace ferry::agent {
+
+std::string_view ExportStateName(ExportState s) {
+  switch (s) {
+    case ExportState::kPreparing: return "preparing";
+    case ExportState::kShuttingDown: return "shutting-down";
+    case ExportState::kServing: return "serving";
+    case ExportState::kFailed: return "failed";
+    case ExportState::kClosed: return "closed";
+  }
+  return "failed";
+}
+
+std::string_view HashStateName(HashState s) {
+  switch (s) {
+    case HashState::kNone: return "none";
+    case HashState::kRunning: return "running";
+    case HashState::kDone: return "done";
+    case HashState::kFailed: return "failed";
+  }
+  return "failed";
+}
+
+}  // namespace ferry::agent
+
+namespace ferry::api {
 
 std::string_view CpuCompatibilityName(CpuCompatibility c) {
   switch (c) {
@@ -771,6 +1000,22 @@ std::string ToJson(const CpuCheckRequest& r) {
                  {"machine", r.target.machine}}
       .dump();
 }
+
+std::string ToJson(const std::vector<ShareInfo>& shares) {
+  OutJson list = OutJson::array();
+  for (const ShareInfo& s : shares) list.push_back(J(s));
+  return OutJson{{"shares", std::move(list)}}.dump();
+}
+
+std::string ToJson(const ShareListing& listing) {
+  OutJson vms = OutJson::array();
+  for (const sources::ShareVm& vm : listing.vms) vms.push_back(J(vm));
+  return OutJson{{"vms", std::move(vms)}, {"problems", listing.problems}}.dump();
+}
+
+std::string ToJson(const sources::ShareVm& vm) { return J(vm).dump(); }
+std::string ToJson(const agent::ExportSpec& spec) { return J(spec).dump(); }
+std::string ToJson(const agent::ExportInfo& info) { return J(info).dump(); }
 
 // ---- FromJson ----------------------------------------------------------------------------
 
@@ -882,5 +1127,40 @@ Status FromJson(std::string_view json, CpuCheckRequest* out) {
   FERRY_TRY(ReadString(j, "", "arch", &out->target.arch));
   return ReadString(j, "", "machine", &out->target.machine);
 }
+
+Status FromJson(std::string_view json, std::vector<ShareInfo>* out) {
+  Json j;
+  FERRY_TRY(Parse(json, &j));
+  out->clear();
+  return ReadArray(
+      j, "", "shares", kMaxJsonListItems,
+      [&](const Json& item, const std::string& ip) {
+        ShareInfo share;
+        FERRY_TRY(Read(item, ip, &share));
+        out->push_back(std::move(share));
+        return Status::Ok();
+      },
+      Need::kRequired);
+}
+
+Status FromJson(std::string_view json, ShareListing* out) {
+  Json j;
+  FERRY_TRY(Parse(json, &j));
+  out->vms.clear();
+  FERRY_TRY(ReadArray(
+      j, "", "vms", kMaxJsonListItems,
+      [&](const Json& item, const std::string& ip) {
+        sources::ShareVm vm;
+        FERRY_TRY(Read(item, ip, &vm));
+        out->vms.push_back(std::move(vm));
+        return Status::Ok();
+      },
+      Need::kRequired));
+  return ReadStringList(j, "", "problems", kMaxJsonListItems, &out->problems);
+}
+
+Status FromJson(std::string_view json, sources::ShareVm* out) { return ParseInto(json, out); }
+Status FromJson(std::string_view json, agent::ExportSpec* out) { return ParseInto(json, out); }
+Status FromJson(std::string_view json, agent::ExportInfo* out) { return ParseInto(json, out); }
 
 }  // namespace ferry::api

@@ -55,8 +55,19 @@ class HttpAgentLink : public AgentLink {
     return client_.StartJob(spec);
   }
   Result<api::AgentJob> GetJob(const std::string& id) override { return client_.GetJob(id); }
-  Result<api::AgentJob> CancelJob(const std::string& id) override {
-    return client_.CancelJob(id);
+  Result<api::AgentJob> CancelJob(const std::string& id) override { return client_.CancelJob(id); }
+  Result<std::vector<api::ShareInfo>> ListShares() override { return client_.ListShares(); }
+  Result<api::ShareListing> ListShareVms(const std::string& share) override {
+    return client_.ListShareVms(share);
+  }
+  Result<sources::VmDescription> DescribeVm(const std::string& vm) override {
+    return client_.DescribeVm(vm);
+  }
+  Result<agent::ExportInfo> GetExport(const std::string& id) override {
+    return client_.GetExport(id);
+  }
+  Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power) override {
+    return client_.CloseExport(id, restore_power);
   }
 
  private:
