@@ -485,7 +485,7 @@ class ColdJob {
       return Status::Ok();
     }
     Result<std::unique_ptr<File>> file = PosixEnv()->Open(path, OpenMode::kRead);
-    FERRY_TRY(file.status());
+    if (!file.ok()) return file.status();
     FERRY_ASSIGN_OR_RETURN(uint64_t size, (*file)->Size());
     if (size > kMaxStateBytes) return Status::TooLarge(path + ": larger than 4 MiB");
     std::string text(size, '\0');
@@ -699,7 +699,7 @@ class ColdJob {
     SetDiskState(d, "copying");
     const bool vhd_fixed = d.target->format == "vhd";
     Result<ImageFormat> format = ParseImageFormat(d.target->format);
-    FERRY_TRY(format.status());
+    if (!format.ok()) return format.status();
 
     int64_t lost_since = -1;  // when the current run of source failures began
     uint64_t frontier_at_loss = 0;
@@ -724,6 +724,7 @@ class ColdJob {
       req.copy.workers = std::max(1, env_.copy_workers);
       req.copy.checkpoint_bytes = cold_.checkpoint_bytes;
       req.copy.cancel = &cancel_;
+      req.copy.rate_limit = spec_.bandwidth;  // 0 = as fast as the link and disks go
       const uint64_t previous_furthest = d.state->furthest;
       const uint64_t previous_read = d.state->bytes_read;
       uint64_t start_frontier = 0;
@@ -869,17 +870,17 @@ class ColdJob {
             info, AttachSource(cold_.source_retry_timeout_ms,
                                cold_.export_spec.shutdown_timeout_ms + kShutdownSlackMs));
       }
-      FERRY_TRY(info.status());
+      if (!info.ok()) return info.status();
       export_ = *info;
       RefreshExportedDisks();
     }
 
     OpenOptions open;
     Result<ImageFormat> format = ParseImageFormat(d.target->format);
-    FERRY_TRY(format.status());
+    if (!format.ok()) return format.status();
     open.format = *format;
     Result<std::unique_ptr<BlockSource>> written = OpenImage(d.final_path, open);
-    FERRY_TRY(written.status().WithContext("verify disk " + id));
+    if (!written.ok()) return written.status().WithContext("verify disk " + id);
     BlockSource* readback = written->get();
     std::optional<PrefixSource> prefix;
     if ((*written)->size() < d.exported.size) {
@@ -998,6 +999,10 @@ class ColdJob {
     {
       std::lock_guard<std::mutex> lock(state_mu_);
       state_.staged = true;
+      for (Disk& d : disks_) {  // a rename keeps size and mtime: only the folder changed
+        d.final_path = share_final_dir_ + "/" + d.target->file_name;
+        d.state->path = d.final_path;
+      }
     }
     SaveStateOrWarn();
     Event("info", "staged " + vm_.name + " in " + share_final_dir_ + " (vm.json + " +

@@ -11,6 +11,7 @@
 //   defining    kvm: BuildDomainXml + define + pool refresh; share: vm.json, folder rename
 //   booting     kvm with start: start, wait for the boot marker on the console log
 //   finalizing  DELETE the export (restore_power=0)
+// MigrationJobSpec::bandwidth caps the bytes/s read from the source (0 = no cap).
 // Progress: JobProgress.disks per disk, bytes_total/bytes_done over all disks, rate, ETA.
 //
 // State kept across attempts: state_dir/cold/<export id>.json (per disk: done and verified,

@@ -110,4 +110,10 @@ Result<sources::VmDescription> AgentClient::DescribeVm(const std::string& name) 
   return vm;
 }
 
+Result<AgentJob> AgentClient::ProceedJob(const std::string& id) const {
+  return Decode<AgentJob>(
+      http_.Post(std::string(kPrefix) + "/jobs/" + UrlEncode(id) + "/proceed", "{}"),
+      "proceed job " + id);
+}
+
 }  // namespace ferry::api

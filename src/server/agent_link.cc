@@ -69,6 +69,9 @@ class HttpAgentLink : public AgentLink {
   Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power) override {
     return client_.CloseExport(id, restore_power);
   }
+  Result<api::AgentJob> ProceedJob(const std::string& id) override {
+    return client_.ProceedJob(id);
+  }
 
  private:
   api::AgentClient client_;
