@@ -72,6 +72,9 @@ class HttpAgentLink : public AgentLink {
   Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power) override {
     return client_.CloseExport(id, restore_power);
   }
+  Result<api::AgentJob> ProceedJob(const std::string& id) override {
+    return client_.ProceedJob(id);
+  }
   Result<std::vector<std::string>> ListPoolFiles(const std::string& pool) override {
     FERRY_ASSIGN_OR_RETURN(api::PoolFiles files, client_.ListPoolFiles(pool));
     return std::move(files.files);
