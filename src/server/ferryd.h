@@ -199,6 +199,7 @@ class Ferryd {
 
   std::mutex closes_mu_;
   std::set<std::string> pending_closes_;  // GUARDED_BY(closes_mu_): migration ids
+  std::mutex close_call_mu_;  // one CloseExportNow at a time (the loop's and an API call's)
 
   std::mutex loop_mu_;
   std::condition_variable loop_cv_;

@@ -588,14 +588,19 @@ api::HttpResponse Ferryd::CancelPlan(const api::HttpRequest& r) {
     if (!s.ok()) return api::HttpResponse::Error(s);
     return api::HttpResponse::Json(PlanJson(*fresh));
   }
+  // Those not started first: a slot that a running one frees while it is being cancelled must
+  // not start the next.
   int cancelled = 0;
-  for (const MigrationRecord& m : *ms) {
-    if (IsFinal(m.state)) continue;
-    Result<MigrationRecord> c = CancelOne(m.id);
-    if (c.ok()) {
-      ++cancelled;
-    } else if (c.status().code() != ErrorCode::kFailedPrecondition) {  // ended meanwhile
-      return api::HttpResponse::Error(c.status().WithContext("cancel " + m.id));
+  for (bool running : {false, true}) {
+    for (const MigrationRecord& m : *ms) {
+      bool started = m.state == MigrationState::kRunning || m.state == MigrationState::kCancelling;
+      if (IsFinal(m.state) || started != running) continue;
+      Result<MigrationRecord> c = CancelOne(m.id);
+      if (c.ok()) {
+        ++cancelled;
+      } else if (c.status().code() != ErrorCode::kFailedPrecondition) {  // ended meanwhile
+        return api::HttpResponse::Error(c.status().WithContext("cancel " + m.id));
+      }
     }
   }
   if (cancelled == 0) {
@@ -979,10 +984,11 @@ void Ferryd::ColdAttemptFailed(const std::string& id, const Status& error,
   if (attempt > 1)
     why = "attempt " + std::to_string(attempt) + " of " + std::to_string(kColdMaxAttempts) + ": " +
           why;
-  FinishCold(id,
-             cancelling && error.code() == ErrorCode::kCancelled ? MigrationState::kCancelled
-                                                                 : MigrationState::kFailed,
-             Status(error.code(), why), ColdRestorePowerAfter(phase));
+  // A job that ends (however) after the user asked to cancel ends the migration cancelled;
+  // the message says how the job ended.
+  FinishCold(id, cancelling ? MigrationState::kCancelled : MigrationState::kFailed,
+             Status(cancelling ? ErrorCode::kCancelled : error.code(), why),
+             ColdRestorePowerAfter(phase));
 }
 
 void Ferryd::FinishCold(const std::string& id, MigrationState state, const Status& why,
@@ -1022,6 +1028,7 @@ void Ferryd::FinishCold(const std::string& id, MigrationState state, const Statu
 }
 
 bool Ferryd::CloseExportNow(const std::string& id) {
+  std::lock_guard<std::mutex> call_lock(close_call_mu_);
   auto done = [&] {
     std::lock_guard<std::mutex> lock(closes_mu_);
     pending_closes_.erase(id);

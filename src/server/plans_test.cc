@@ -416,6 +416,12 @@ class PlansTest : public ::testing::Test {
     }
     return false;
   }
+  // Changes or reads the world under its lock (the server's threads use it too).
+  template <typename F>
+  auto World(F f) {
+    std::lock_guard<std::mutex> l(world_->mu);
+    return f(*world_);
+  }
   std::vector<std::string> Starts() {
     std::lock_guard<std::mutex> l(world_->mu);
     return world_->starts;
@@ -473,7 +479,7 @@ TEST(ColdMigrationTest, OptionsRoundTripAndJobSpecs) {
 
 TEST_F(PlansTest, ThreeVmsWithOneSlotPerPoolRunOneAfterTheOther) {
   StartServer(Limits{.copies_per_target_pool = 1});
-  world_->copy_polls = 4;
+  World([](ColdWorld& w) { w.copy_polls = 4; });
   json p = Apply(KvmPlan("wave-1", {"g1", "g2", "g3"}));
   EXPECT_EQ(p["state"], "running") << p.dump();
   ASSERT_EQ(p["vms"].size(), 3u);
@@ -484,7 +490,7 @@ TEST_F(PlansTest, ThreeVmsWithOneSlotPerPoolRunOneAfterTheOther) {
     EXPECT_EQ(v["state"], "completed") << v.dump();
     EXPECT_EQ(v["result"]["boot"]["ok"], true) << v.dump();
   }
-  EXPECT_EQ(world_->max_copying, 1);
+  EXPECT_EQ(World([](ColdWorld& w) { return w.max_copying; }), 1);
   // In creation order, each on the target host's agent, pulling from host1's export.
   std::vector<std::string> starts = Starts();
   ASSERT_EQ(starts.size(), 3u);
@@ -507,7 +513,7 @@ TEST_F(PlansTest, ThreeVmsWithOneSlotPerPoolRunOneAfterTheOther) {
   EXPECT_TRUE(HasEvent(m["id"], "waiting for a slot")) << m.dump();
   EXPECT_TRUE(HasEvent(m["id"], "pool host2/local"));
   // A successful job closes its export itself: ferryd does not.
-  EXPECT_TRUE(world_->closes.empty());
+  EXPECT_TRUE(World([](ColdWorld& w) { return w.closes.empty(); }));
   // The list shows it too.
   json plans = Get("/api/v1/plans")["plans"];
   ASSERT_EQ(plans.size(), 1u);
@@ -517,7 +523,7 @@ TEST_F(PlansTest, ThreeVmsWithOneSlotPerPoolRunOneAfterTheOther) {
 
 TEST_F(PlansTest, FailedValidationStoresNothing) {
   StartServer();
-  world_->pool_files["host2/local"] = {"g2-disk0.qcow2"};  // taken
+  World([](ColdWorld& w) { w.pool_files["host2/local"] = {"g2-disk0.qcow2"}; });  // taken
   std::string text = KvmPlan("wave-1", {"g1", "g2", "nosuch"});
   std::string details;
   Result<std::string> r = client_->Send("POST", "/api/v1/plans", text, &details);
@@ -553,12 +559,12 @@ TEST_F(PlansTest, FailedValidationStoresNothing) {
   EXPECT_EQ(r.status().code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(r.status().message().find("pool_capacity"), std::string::npos) << r.status().message();
   // The source agent down: source_reachable, nothing stored.
-  world_->unreachable.insert("host1");
+  World([](ColdWorld& w) { w.unreachable.insert("host1"); });
   r = client_->Send("POST", "/api/v1/plans", KvmPlan("wave-3", {"g1"}), &details);
   EXPECT_EQ(r.status().code(), ErrorCode::kFailedPrecondition);
   EXPECT_NE(r.status().message().find("source_reachable"), std::string::npos)
       << r.status().message();
-  world_->unreachable.clear();
+  World([](ColdWorld& w) { w.unreachable.clear(); });
   // A document that does not parse is a bad argument naming the field.
   r = client_->Post("/api/v1/plans", "name: x\nsource: {type: kvm, host: host1}\n");
   EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
@@ -571,7 +577,7 @@ TEST_F(PlansTest, FailedValidationStoresNothing) {
 
 TEST_F(PlansTest, AnIoFailureIsRetriedWithANewJobIdAndCompletes) {
   StartServer();
-  world_->io_failures["g1"] = 2;
+  World([](ColdWorld& w) { w.io_failures["g1"] = 2; });
   json p = Apply(KvmPlan("wave-1", {"g1"}));
   p = WaitPlanState("wave-1", "completed");
   std::string id = p["vms"][0]["migration"];
@@ -583,13 +589,14 @@ TEST_F(PlansTest, AnIoFailureIsRetriedWithANewJobIdAndCompletes) {
   EXPECT_TRUE(HasEvent(id, "attempt 1 failed in copying"));
   EXPECT_TRUE(HasEvent(id, "attempt 2: starting job " + id + ".a2"));
   EXPECT_TRUE(HasEvent(id, "cold job started on host2"));  // the agent's events, per attempt
-  EXPECT_TRUE(world_->closes.empty());
+  EXPECT_TRUE(World([](ColdWorld& w) { return w.closes.empty(); }));
 }
 
 TEST_F(PlansTest, FiveIoFailuresFailTheMigrationAndCloseTheExportWithRestorePower) {
   StartServer();
-  world_->io_failures["g1"] = 5;
-  world_->close_failures = 2;  // the source agent answers only the third close
+  World([](ColdWorld& w) { w.io_failures["g1"] = 5; });
+  World(
+      [](ColdWorld& w) { w.close_failures = 2; });  // the source agent answers only the third close
   json p = Apply(KvmPlan("wave-1", {"g1"}));
   p = WaitPlanState("wave-1", "failed");
   std::string id = p["vms"][0]["migration"];
@@ -615,6 +622,7 @@ TEST_F(PlansTest, FiveIoFailuresFailTheMigrationAndCloseTheExportWithRestorePowe
 
 TEST_F(PlansTest, AFailureThatIsNotIoIsNotRetried) {
   StartServer();
+  World([](ColdWorld& w) { w.hold = true; });  // stays in copying until the test fails it
   json p = Apply(KvmPlan("wave-1", {"g1"}));
   std::string id = p["vms"][0]["migration"];
   WaitMigration(id, [](const json& j) { return j["phase"] == "copying"; });
@@ -637,7 +645,7 @@ TEST_F(PlansTest, AFailureThatIsNotIoIsNotRetried) {
 
 TEST_F(PlansTest, CancelARunningAndAQueuedMigration) {
   StartServer(Limits{.copies_per_target_pool = 1});
-  world_->hold = true;
+  World([](ColdWorld& w) { w.hold = true; });
   json p = Apply(KvmPlan("wave-1", {"g1", "g2"}));
   std::string first = p["vms"][0]["migration"], second = p["vms"][1]["migration"];
   WaitMigration(first, [](const json& j) { return j["phase"] == "copying"; });
@@ -658,11 +666,11 @@ TEST_F(PlansTest, CancelARunningAndAQueuedMigration) {
 
 TEST_F(PlansTest, CancelWithTheTargetAgentUnreachableRestoresTheSource) {
   StartServer();
-  world_->hold = true;
+  World([](ColdWorld& w) { w.hold = true; });
   json p = Apply(KvmPlan("wave-1", {"g1"}));
   std::string id = p["vms"][0]["migration"];
   WaitMigration(id, [](const json& j) { return j["phase"] == "copying"; });
-  world_->unreachable.insert("host2");
+  World([](ColdWorld& w) { w.unreachable.insert("host2"); });
   Result<std::string> r = client_->Post("/api/v1/migrations/" + id + "/cancel", "");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   json m = json::parse(*r);
@@ -676,12 +684,12 @@ TEST_F(PlansTest, CancelWithTheTargetAgentUnreachableRestoresTheSource) {
 
 TEST_F(PlansTest, ARestartedFerrydFollowsTheSameJob) {
   StartServer();
-  world_->hold = true;
+  World([](ColdWorld& w) { w.hold = true; });
   json p = Apply(KvmPlan("wave-1", {"g1"}));
   std::string id = p["vms"][0]["migration"];
   WaitMigration(id, [](const json& j) { return j["phase"] == "copying"; });
   Restart();
-  world_->hold = false;
+  World([](ColdWorld& w) { w.hold = false; });
   p = WaitPlanState("wave-1", "completed");
   EXPECT_EQ(Starts(), std::vector<std::string>{id});  // not started twice
   EXPECT_EQ(Get("/api/v1/migrations/" + id)["attempt"], 1);
@@ -689,7 +697,7 @@ TEST_F(PlansTest, ARestartedFerrydFollowsTheSameJob) {
 
 TEST_F(PlansTest, ARestartedFerrydStartsAJobTheAgentLostAgain) {
   StartServer();
-  world_->hold = true;
+  World([](ColdWorld& w) { w.hold = true; });
   json p = Apply(KvmPlan("wave-1", {"g1"}));
   std::string id = p["vms"][0]["migration"];
   WaitMigration(id, [](const json& j) { return j["phase"] == "copying"; });
@@ -716,7 +724,7 @@ TEST_F(PlansTest, ManualDeployWaitsWithoutHoldingACopySlot) {
     return true;
   });
   EXPECT_EQ(p["state"], "running");
-  EXPECT_EQ(world_->max_copying, 1);
+  EXPECT_EQ(World([](ColdWorld& w) { return w.max_copying; }), 1);
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_EQ(Get("/api/v1/plans/wave-1")["vms"][0]["phase"], "awaiting-deploy");  // it waits
   Result<std::string> r = client_->Post("/api/v1/plans/wave-1/deploy", "");
@@ -726,6 +734,23 @@ TEST_F(PlansTest, ManualDeployWaitsWithoutHoldingACopySlot) {
   for (auto& [id, j] : world_->jobs) EXPECT_TRUE(j.proceeded) << id;
   EXPECT_TRUE(world_->defined.count("host2/g1"));
   EXPECT_TRUE(world_->defined.count("host2/g2"));
+}
+
+TEST_F(PlansTest, DeployAskedWhileCopyingAndAPartialPlan) {
+  StartServer();
+  World([](ColdWorld& w) { w.hold = true; });
+  World([](ColdWorld& w) { w.io_failures["g2"] = kColdMaxAttempts; });  // g2 never gets through
+  json p = Apply(KvmPlan("wave-1", {"g1", "g2"}, "deploy: manual"));
+  std::string g1 = p["vms"][0]["migration"];
+  WaitMigration(g1, [](const json& j) { return j["phase"] == "copying"; });
+  ASSERT_TRUE(client_->Post("/api/v1/plans/wave-1/deploy", "").ok());
+  World([](ColdWorld& w) { w.hold = false; });
+  p = WaitPlanState("wave-1", "partial");
+  EXPECT_EQ(p["vms"][0]["state"], "completed");
+  EXPECT_EQ(p["vms"][1]["state"], "failed");
+  EXPECT_TRUE(HasEvent(g1, "deploy requested"));
+  std::lock_guard<std::mutex> l(world_->mu);
+  EXPECT_TRUE(world_->jobs[g1].proceeded);  // asked when it got to awaiting-deploy
 }
 
 TEST_F(PlansTest, StartLaterOrAtATime) {
@@ -758,7 +783,7 @@ TEST_F(PlansTest, StartLaterOrAtATime) {
 
 TEST_F(PlansTest, DeleteOnlyWithoutActiveMigrations) {
   StartServer();
-  world_->hold = true;
+  World([](ColdWorld& w) { w.hold = true; });
   json p = Apply(KvmPlan("wave-1", {"g1"}));
   std::string id = p["vms"][0]["migration"];
   EXPECT_EQ(client_->Delete("/api/v1/plans/wave-1").status().code(),
@@ -773,7 +798,7 @@ TEST_F(PlansTest, DeleteOnlyWithoutActiveMigrations) {
   // Same name: already exists.
   EXPECT_EQ(client_->Post("/api/v1/plans", KvmPlan("wave-1", {"g2"})).status().code(),
             ErrorCode::kAlreadyExists);
-  world_->hold = false;
+  World([](ColdWorld& w) { w.hold = false; });
   WaitPlanState("wave-1", "completed");
   ASSERT_TRUE(client_->Delete("/api/v1/plans/" + p["id"].get<std::string>()).ok());
   EXPECT_EQ(client_->Get("/api/v1/plans/wave-1").status().code(), ErrorCode::kNotFound);
