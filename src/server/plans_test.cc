@@ -477,6 +477,20 @@ TEST(ColdMigrationTest, OptionsRoundTripAndJobSpecs) {
   EXPECT_FALSE(ColdRestorePowerAfter("booting"));
 }
 
+TEST(ColdMigrationTest, TheFuzzSeedsParseOrNameTheField) {
+  std::string dir = testing::SourceDir() + "/fuzz/corpus/cold_options_fuzz/";
+  for (const char* good : {"kvm.json", "stage.json"}) {
+    std::vector<uint8_t> bytes = testing::ReadFileBytes(dir + good);
+    Result<ColdOptions> o = ParseColdOptions(std::string(bytes.begin(), bytes.end()));
+    ASSERT_TRUE(o.ok()) << good << ": " << o.status().ToString();
+    EXPECT_FALSE(o->copy_pools.empty());
+  }
+  std::vector<uint8_t> bad = testing::ReadFileBytes(dir + "bad_enum.json");
+  Result<ColdOptions> o = ParseColdOptions(std::string(bad.begin(), bad.end()));
+  EXPECT_EQ(o.status().code(), ErrorCode::kCorrupt);
+  EXPECT_NE(o.status().message().find("source_type"), std::string::npos) << o.status().message();
+}
+
 TEST_F(PlansTest, ThreeVmsWithOneSlotPerPoolRunOneAfterTheOther) {
   StartServer(Limits{.copies_per_target_pool = 1});
   World([](ColdWorld& w) { w.copy_polls = 4; });
