@@ -16,6 +16,7 @@ import yaml
 REQUIRED_SCHEMAS = [
     "Host", "HostFacts", "VM", "Disk", "Nic", "Pool", "Network", "MigrationRequest",
     "Migration", "JobProgress", "JobResult", "Check", "Event", "Error",
+    "Plan", "PlanValidation", "ShareVm",
 ]
 METHODS = ("get", "post", "put", "delete", "patch")
 

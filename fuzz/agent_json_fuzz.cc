@@ -38,5 +38,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RoundTrip<ferry::sources::ShareVm>(text);
   RoundTrip<ferry::agent::ExportSpec>(text);
   RoundTrip<ferry::agent::ExportInfo>(text);
+  RoundTrip<ferry::api::PoolFiles>(text);
   return 0;
 }

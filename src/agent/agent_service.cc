@@ -63,6 +63,7 @@ struct AgentService::Job {
   uint64_t version = 1;  // bumped on every change that must reach the job's file
   int64_t events_persisted_at_ms = 0;
   std::atomic<bool> cancel_requested{false};
+  std::atomic<bool> proceed_requested{false};  // a cold job waiting in awaiting-deploy goes on
   std::thread thread;
 
   std::mutex persist_mu;           // orders writes of the job's file
@@ -75,6 +76,7 @@ class AgentService::Context final : public JobContext {
   Context(AgentService& service, Job& job) : service_(service), job_(job) {}
 
   bool cancelled() const override { return job_.cancel_requested.load(); }
+  bool proceed_requested() const override { return job_.proceed_requested.load(); }
 
   void Progress(const JobProgress& progress) override {
     std::lock_guard<std::mutex> lock(service_.mu_);
@@ -391,6 +393,31 @@ Result<sources::VmDescription> AgentService::DescribeVm(const std::string& name)
   return sources::DescribeLibvirtVm(xml, info);
 }
 
+Result<AgentJob> AgentService::ProceedJob(const std::string& id) {
+  Job* job = nullptr;
+  AgentJob snapshot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return NotFoundJob(id);
+    job = it->second.get();
+    if (job->record.job.state != AgentJobState::kRunning || job->proceed_requested) {
+      return job->record.job;
+    }
+    if (job->record.spec.kind != MigrationKind::kCold) {
+      return Status::FailedPrecondition(
+          "job " + id + " is a " + std::string(api::MigrationKindWireName(job->record.spec.kind)) +
+          " job: only cold jobs wait for proceed");
+    }
+    job->proceed_requested = true;
+    AddEventLocked(*job, "info", "proceed requested");
+    snapshot = job->record.job;
+  }
+  Log("job " + id + ": proceed requested");
+  (void)Persist(*job);
+  return snapshot;
+}
+
 Result<std::string> ExtractCpuXml(const std::string& domain_xml) {
   pugi::xml_document doc;
   pugi::xml_parse_result parsed = doc.load_buffer(domain_xml.data(), domain_xml.size());
@@ -403,6 +430,32 @@ Result<std::string> ExtractCpuXml(const std::string& domain_xml) {
   std::ostringstream out;
   cpu.print(out, "", pugi::format_raw);
   return out.str();
+}
+
+Result<api::PoolFiles> AgentService::ListPoolFiles(const std::string& pool) const {
+  FERRY_ASSIGN_OR_RETURN(hypervisor::Inventory inv, host_->Inventory());
+  const hypervisor::PoolInfo* found = nullptr;
+  for (const hypervisor::PoolInfo& p : inv.pools) {
+    if (p.name == pool) found = &p;
+  }
+  if (found == nullptr)
+    return Status::NotFound("no storage pool " + pool + " on " + config_.host_id);
+  if (found->path.empty()) {
+    return Status::Unsupported("pool " + pool + " has no folder (type " + found->type + ")");
+  }
+  api::PoolFiles out;
+  out.pool = pool;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(found->path, ec)) {
+    if (out.files.size() >= api::kMaxJsonListItems) {
+      return Status::TooLarge("pool " + pool + ": more than " +
+                              std::to_string(api::kMaxJsonListItems) + " entries");
+    }
+    out.files.push_back(entry.path().filename().string());
+  }
+  if (ec) return Status::Io("pool " + pool + ": " + found->path + ": " + ec.message());
+  std::sort(out.files.begin(), out.files.end());
+  return out;
 }
 
 void AgentService::RegisterRoutes() {
@@ -475,6 +528,12 @@ void AgentService::RegisterRoutes() {
     return HttpResponse::Json(api::ToJson(check));
   });
 
+  // The entries of a pool's folder, for ferryd's name_clash check of plans (docs/plans.md).
+  server_.Route("GET " + p + "/pools/{name}/files", [this](const HttpRequest& r) {
+    if (host_ == nullptr) return Reply(Status::Unsupported("no libvirt host configured"));
+    return Reply(ListPoolFiles(r.Param("name")));
+  });
+
   server_.Route("POST " + p + "/jobs", [this](const HttpRequest& r) {
     MigrationJobSpec spec;
     Status s = api::FromJson(r.body, &spec);
@@ -527,6 +586,9 @@ void AgentService::RegisterRoutes() {
     }
     return Reply(exports_->Close(r.Param("id"), restore == "1" || restore == "true"));
   });
+
+  server_.Route("POST " + p + "/jobs/{id}/proceed",
+                [this](const HttpRequest& r) { return Reply(ProceedJob(r.Param("id"))); });
 }
 
 }  // namespace ferry::agent

@@ -86,6 +86,13 @@ class AgentService {
   // Sets the job's cancel flag (the runner stops at its next check); a final job is returned
   // unchanged. kNotFound for an unknown id.
   Result<api::AgentJob> CancelJob(const std::string& id);
+  // A cold job waiting in awaiting-deploy goes on (JobContext::proceed_requested turns true);
+  // a final job is returned unchanged; a job of another kind is kFailedPrecondition.
+  // kNotFound for an unknown id.
+  Result<api::AgentJob> ProceedJob(const std::string& id);
+  // The entries of a storage pool's folder (GET /agent/v1/pools/{name}/files): kNotFound for
+  // an unknown pool, kUnsupported for a pool without a folder.
+  Result<api::PoolFiles> ListPoolFiles(const std::string& pool) const;
 
   // --- Cold migrations' source side (docs/plans.md, "Agent API additions") -----------------
   ExportRegistry& exports() { return *exports_; }

@@ -51,6 +51,7 @@ class FakeRunner {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       if (ctx.cancelled()) return Status::Cancelled(spec.vm + " stays on the source");
+      if (spec.kind == MigrationKind::kCold && ctx.proceed_requested()) return JobResult{};
       auto it = outcomes_.find(spec.id);
       if (it != outcomes_.end()) return it->second;
       cv_.wait_for(lock, 5ms);
@@ -83,6 +84,10 @@ class FakeHost final : public HostOps {
     vm.disks.push_back({.target = "vda", .pool = "nas1"});
     inv.vms.push_back(vm);
     inv.pools.push_back({.name = "nas1", .type = "dir", .active = true});
+    if (!local_pool_path.empty()) {
+      inv.pools.push_back(
+          {.name = "local", .type = "dir", .path = local_pool_path, .active = true});
+    }
     inv.networks.push_back({.name = "lab", .active = true});
     return inv;
   }
@@ -123,6 +128,7 @@ class FakeHost final : public HostOps {
   }
   std::string last_cpu_xml;
   std::string last_virttype;
+  std::string local_pool_path;  // "" = no pool "local"
 };
 
 struct TempDir {
@@ -319,6 +325,47 @@ TEST_F(AgentServiceTest, CancelStopsTheJob) {
   auto again = client_->CancelJob("c1");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->state, AgentJobState::kCancelled);
+}
+
+TEST_F(AgentServiceTest, ProceedLetsAWaitingColdJobGoOn) {
+  MigrationJobSpec s = Spec("c1");
+  s.kind = MigrationKind::kCold;
+  s.cold.source = {"host2", "http://127.0.0.1:1", "t"};
+  s.cold.export_spec.id = "c1";
+  s.cold.export_spec.vm = "g1";
+  s.cold.vm.name = "g1";
+  s.cold.vm.disks.push_back({"disk0", "local", "g1-disk0.qcow2", "qcow2", "", 0, "virtio", "vda"});
+  s.cold.deploy_auto = false;
+  auto started = client_->StartJob(s);  // the cold spec crosses the wire as JSON
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ(started->kind, MigrationKind::kCold);
+  std::this_thread::sleep_for(50ms);
+  auto running = client_->GetJob("c1");
+  ASSERT_TRUE(running.ok());
+  EXPECT_EQ(running->state, AgentJobState::kRunning) << "finished without proceed";
+
+  auto proceeded = client_->ProceedJob("c1");
+  ASSERT_TRUE(proceeded.ok()) << proceeded.status().ToString();
+  AgentJob done = WaitFinal("c1");
+  EXPECT_EQ(done.state, AgentJobState::kSucceeded);
+  bool saw = false;
+  for (const auto& e : done.events) saw = saw || e.message == "proceed requested";
+  EXPECT_TRUE(saw);
+  // A final job is returned as it is.
+  auto again = client_->ProceedJob("c1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state, AgentJobState::kSucceeded);
+
+  // Only cold jobs wait for proceed.
+  ASSERT_TRUE(client_->StartJob(Spec("l1")).ok());
+  auto live = client_->ProceedJob("l1");
+  ASSERT_FALSE(live.ok());
+  EXPECT_EQ(live.status().code(), ErrorCode::kFailedPrecondition) << live.status().ToString();
+  ASSERT_TRUE(client_->CancelJob("l1").ok());
+  WaitFinal("l1");
+  auto unknown = client_->ProceedJob("nope");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().code(), ErrorCode::kNotFound);
 }
 
 TEST_F(AgentServiceTest, EventListIsCapped) {
@@ -633,6 +680,21 @@ TEST_F(AgentServiceExportTest, ExportsOverHttp) {
   EXPECT_NE(
       testing::Run("nbdinfo --size " + testing::ShellQuote(e.disks[0].uri) + " 2>&1").exit_code, 0);
   EXPECT_EQ(client_->GetExport("m1")->state, ExportState::kClosed);
+}
+
+TEST_F(AgentServiceTest, PoolFilesListTheFolder) {
+  TempDir pool;
+  host_->local_pool_path = pool.path;
+  for (const char* name : {"g1-disk0.qcow2", ".g2-disk0.qcow2.ferry-part"}) {
+    std::ofstream(pool.path + "/" + name) << "x";
+  }
+  auto files = client_->ListPoolFiles("local");
+  ASSERT_TRUE(files.ok()) << files.status().ToString();
+  EXPECT_EQ(files->pool, "local");
+  EXPECT_EQ(files->files,
+            (std::vector<std::string>{".g2-disk0.qcow2.ferry-part", "g1-disk0.qcow2"}));
+  EXPECT_EQ(client_->ListPoolFiles("nope").status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(client_->ListPoolFiles("nas1").status().code(), ErrorCode::kUnsupported);
 }
 
 TEST(AgentClientTest, UnreachableAgentIsIoNamingTheUrl) {

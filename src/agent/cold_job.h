@@ -11,6 +11,7 @@
 //   defining    kvm: BuildDomainXml + define + pool refresh; share: vm.json, folder rename
 //   booting     kvm with start: start, wait for the boot marker on the console log
 //   finalizing  DELETE the export (restore_power=0)
+// MigrationJobSpec::bandwidth caps the bytes/s read from the source (0 = no cap).
 // Progress: JobProgress.disks per disk, bytes_total/bytes_done over all disks, rate, ETA.
 //
 // State kept across attempts: state_dir/cold/<export id>.json (per disk: done and verified,
@@ -26,7 +27,10 @@
 // Thread-safety: RunColdJob blocks; see JobContext.
 #pragma once
 
+#include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "agent/migration_job.h"
 #include "common/status.h"
@@ -35,14 +39,16 @@ namespace ferry::agent {
 
 // Where this agent keeps things and how it reaches its own libvirtd and shares.
 struct ColdJobEnv {
-  std::string libvirt_uri;        // this (the target) host's libvirtd
-  std::string state_dir;          // the agent's state_dir
-  std::string default_domain_type = "kvm";  // when ColdJobSpec::domain_type is ""
+  std::string libvirt_uri;                                  // this (the target) host's libvirtd
+  std::string state_dir;                                    // the agent's state_dir
+  std::string default_domain_type = "kvm";                  // when ColdJobSpec::domain_type is ""
   std::vector<std::pair<std::string, std::string>> shares;  // name -> folder
   int copy_workers = 4;
+  // Test hook: called with each disk's id and final path after it is copied and before it is
+  // read back for verification (tests corrupt the file here). nullptr in production.
+  std::function<void(const std::string& disk_id, const std::string& path)> before_verify;
 };
 
-Result<JobResult> RunColdJob(const MigrationJobSpec& spec, const ColdJobEnv& env,
-                             JobContext& ctx);
+Result<JobResult> RunColdJob(const MigrationJobSpec& spec, const ColdJobEnv& env, JobContext& ctx);
 
 }  // namespace ferry::agent

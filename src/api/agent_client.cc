@@ -110,4 +110,15 @@ Result<sources::VmDescription> AgentClient::DescribeVm(const std::string& name) 
   return vm;
 }
 
+Result<AgentJob> AgentClient::ProceedJob(const std::string& id) const {
+  return Decode<AgentJob>(
+      http_.Post(std::string(kPrefix) + "/jobs/" + UrlEncode(id) + "/proceed", "{}"),
+      "proceed job " + id);
+}
+
+Result<PoolFiles> AgentClient::ListPoolFiles(const std::string& pool) const {
+  return Decode<PoolFiles>(http_.Get(std::string(kPrefix) + "/pools/" + UrlEncode(pool) + "/files"),
+                           "pool " + pool + " files");
+}
+
 }  // namespace ferry::api

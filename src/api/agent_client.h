@@ -59,6 +59,8 @@ class AgentClient {
   Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power) const;
   // GET /agent/v1/vms/{name}/description: a libvirt VM as a VmDescription.
   Result<sources::VmDescription> DescribeVm(const std::string& name) const;
+  // GET /agent/v1/pools/{name}/files: the entries of a pool's folder (kNotFound: no pool).
+  Result<PoolFiles> ListPoolFiles(const std::string& pool) const;
 
  private:
   template <typename T>

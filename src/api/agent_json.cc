@@ -53,11 +53,12 @@ constexpr KindName kKindNames[] = {
     {MigrationKind::kLiveVsm, "live-vsm"},
     {MigrationKind::kQuick, "quick"},
     {MigrationKind::kReregister, "reregister"},
+    {MigrationKind::kCold, "cold"},
 };
 
-constexpr MigrationKind kKinds[] = {MigrationKind::kLive, MigrationKind::kLiveStorage,
-                                    MigrationKind::kLiveVsm, MigrationKind::kQuick,
-                                    MigrationKind::kReregister};
+constexpr MigrationKind kKinds[] = {MigrationKind::kLive,       MigrationKind::kLiveStorage,
+                                    MigrationKind::kLiveVsm,    MigrationKind::kQuick,
+                                    MigrationKind::kReregister, MigrationKind::kCold};
 constexpr VmState kVmStates[] = {VmState::kNoState, VmState::kRunning,     VmState::kBlocked,
                                  VmState::kPaused,  VmState::kShutdown,    VmState::kShutoff,
                                  VmState::kCrashed, VmState::kPmSuspended, VmState::kUnknown};
@@ -333,23 +334,94 @@ OutJson J(const NetworkInfo& n) {
           {"forward_mode", n.forward_mode}};
 }
 
+// Defined with the export types below; a cold job spec embeds its export's spec.
+OutJson J(const agent::ExportSpec& s);
+Status Read(const Json& o, const std::string& p, agent::ExportSpec* s);
+
+OutJson J(const plan::TargetVm& vm) {
+  OutJson disks = OutJson::array();
+  for (const plan::TargetDisk& d : vm.disks) {
+    disks.push_back({{"source_id", d.source_id},
+                     {"pool", d.pool},
+                     {"file_name", d.file_name},
+                     {"format", d.format},
+                     {"subformat", d.subformat},
+                     {"capacity_bytes", d.capacity_bytes},
+                     {"bus", d.bus},
+                     {"dev", d.dev}});
+  }
+  OutJson nics = OutJson::array();
+  for (const plan::TargetNic& n : vm.nics) {
+    nics.push_back(
+        {{"source_id", n.source_id}, {"network", n.network}, {"mac", n.mac}, {"model", n.model}});
+  }
+  return {
+      {"name", vm.name},
+      {"vcpus", vm.vcpus},
+      {"memory_bytes", vm.memory_bytes},
+      {"machine", vm.machine},
+      {"firmware", vm.firmware},
+      {"arch", vm.arch},
+      {"direct_boot",
+       {{"kernel", vm.direct_boot.kernel},
+        {"initrd", vm.direct_boot.initrd},
+        {"cmdline", vm.direct_boot.cmdline}}},
+      {"disks", std::move(disks)},
+      {"nics", std::move(nics)},
+      {"start", vm.start},
+      {"delete_disks_with_vm", vm.delete_disks_with_vm},
+      {"boot_check", {{"marker", vm.boot_check.marker}, {"timeout_ms", vm.boot_check.timeout_ms}}}};
+}
+
+std::string_view EndpointTypeName(plan::EndpointType t) {
+  return t == plan::EndpointType::kShare ? "share" : "kvm";
+}
+constexpr plan::EndpointType kEndpointTypes[] = {plan::EndpointType::kKvm,
+                                                 plan::EndpointType::kShare};
+
+OutJson J(const agent::ColdJobSpec& c) {
+  return {
+      {"source", {{"host_id", c.source.host_id}, {"url", c.source.url}, {"token", c.source.token}}},
+      {"export_spec", J(c.export_spec)},
+      {"target_type", std::string(EndpointTypeName(c.target_type))},
+      {"target_share", c.target_share},
+      {"vm", J(c.vm)},
+      {"plan_name", c.plan_name},
+      {"verify", c.verify},
+      {"deploy_auto", c.deploy_auto},
+      {"checkpoint_bytes", c.checkpoint_bytes},
+      {"source_retry_timeout_ms", c.source_retry_timeout_ms},
+      {"domain_type", c.domain_type}};
+}
+
 OutJson J(const MigrationJobSpec& s) {
-  return {{"id", s.id},
-          {"kind", std::string(MigrationKindWireName(s.kind))},
-          {"vm", s.vm},
-          {"source_uri", s.source_uri},
-          {"target_uri", s.target_uri},
-          {"target_migration_uri", s.target_migration_uri},
-          {"target_pool", s.target_pool},
-          {"target_format", s.target_format},
-          {"max_downtime_ms", s.max_downtime_ms},
-          {"bandwidth", s.bandwidth},
-          {"allow_postcopy", s.allow_postcopy},
-          {"allow_auto_converge", s.allow_auto_converge},
-          {"timeout_ms", s.timeout_ms}};
+  OutJson out = {{"id", s.id},
+                 {"kind", std::string(MigrationKindWireName(s.kind))},
+                 {"vm", s.vm},
+                 {"source_uri", s.source_uri},
+                 {"target_uri", s.target_uri},
+                 {"target_migration_uri", s.target_migration_uri},
+                 {"target_pool", s.target_pool},
+                 {"target_format", s.target_format},
+                 {"max_downtime_ms", s.max_downtime_ms},
+                 {"bandwidth", s.bandwidth},
+                 {"allow_postcopy", s.allow_postcopy},
+                 {"allow_auto_converge", s.allow_auto_converge},
+                 {"timeout_ms", s.timeout_ms}};
+  if (s.kind == MigrationKind::kCold) out["cold"] = J(s.cold);
+  return out;
 }
 
 OutJson J(const JobProgress& p) {
+  OutJson disks = OutJson::array();
+  for (const agent::DiskProgress& d : p.disks) {
+    disks.push_back({{"id", d.id},
+                     {"state", d.state},
+                     {"bytes_total", d.bytes_total},
+                     {"bytes_done", d.bytes_done},
+                     {"checkpointed", d.checkpointed},
+                     {"read_bytes", d.read_bytes}});
+  }
   return {{"phase", p.phase},
           {"bytes_total", p.bytes_total},
           {"bytes_done", p.bytes_done},
@@ -360,20 +432,33 @@ OutJson J(const JobProgress& p) {
           {"iteration", p.iteration},
           {"downtime_limit_ms", p.downtime_limit_ms},
           {"throttle_percent", p.throttle_percent},
-          {"postcopy", p.postcopy}};
+          {"postcopy", p.postcopy},
+          {"disks", std::move(disks)}};
 }
 
 OutJson J(const JobResult& r) {
   OutJson disks = OutJson::array();
   for (const JobResult::MovedDisk& d : r.disks) {
-    disks.push_back({{"disk", d.disk}, {"from", d.from}, {"to", d.to}, {"verified", d.verified}});
+    disks.push_back({{"disk", d.disk},
+                     {"from", d.from},
+                     {"to", d.to},
+                     {"verified", d.verified},
+                     {"bytes_read", d.bytes_read},
+                     {"resumed_from", d.resumed_from},
+                     {"recopied_bytes", d.recopied_bytes}});
   }
   return {{"total_ms", r.total_ms},
           {"bytes_sent", r.bytes_sent},
           {"qemu_downtime_ms", r.qemu_downtime_ms},
           {"guest_downtime_ms", r.guest_downtime_ms},
           {"notes", r.notes},
-          {"disks", std::move(disks)}};
+          {"disks", std::move(disks)},
+          {"defined_vm", r.defined_vm},
+          {"boot",
+           {{"checked", r.boot.checked},
+            {"ok", r.boot.ok},
+            {"elapsed_ms", r.boot.elapsed_ms},
+            {"message", r.boot.message}}}};
 }
 
 OutJson J(const AgentJob& job) {
@@ -521,6 +606,109 @@ Status Read(const Json& o, const std::string& p, AgentInventory* out) {
   });
 }
 
+Status Read(const Json& o, const std::string& p, plan::TargetVm* vm) {
+  FERRY_TRY(ExpectObject(o, p));
+  FERRY_TRY(ReadString(o, p, "name", &vm->name, Need::kRequired));
+  if (vm->name.empty()) return Bad(Join(p, "name"), "must not be empty");
+  FERRY_TRY(ReadInt(o, p, "vcpus", &vm->vcpus, 0, kMaxVcpus));
+  FERRY_TRY(ReadU64(o, p, "memory_bytes", &vm->memory_bytes));
+  FERRY_TRY(ReadString(o, p, "machine", &vm->machine));
+  FERRY_TRY(ReadString(o, p, "firmware", &vm->firmware));
+  if (!vm->firmware.empty() && vm->firmware != "bios" && vm->firmware != "uefi") {
+    return Bad(Join(p, "firmware"),
+               "unknown value \"" + vm->firmware.substr(0, 64) + "\" (expected bios or uefi)");
+  }
+  FERRY_TRY(ReadString(o, p, "arch", &vm->arch));
+  vm->direct_boot = {};
+  FERRY_TRY(ReadObject(o, p, "direct_boot", [&](const Json& b, const std::string& bp) {
+    FERRY_TRY(ReadString(b, bp, "kernel", &vm->direct_boot.kernel));
+    FERRY_TRY(ReadString(b, bp, "initrd", &vm->direct_boot.initrd));
+    return ReadString(b, bp, "cmdline", &vm->direct_boot.cmdline);
+  }));
+  vm->disks.clear();
+  FERRY_TRY(ReadArray(o, p, "disks", kMaxDevices, [&](const Json& item, const std::string& ip) {
+    FERRY_TRY(ExpectObject(item, ip));
+    plan::TargetDisk d;
+    FERRY_TRY(ReadString(item, ip, "source_id", &d.source_id, Need::kRequired));
+    FERRY_TRY(ReadString(item, ip, "pool", &d.pool));
+    FERRY_TRY(ReadString(item, ip, "file_name", &d.file_name, Need::kRequired));
+    if (d.file_name.empty() || d.file_name[0] == '.' ||
+        d.file_name.find('/') != std::string::npos) {
+      return Bad(Join(ip, "file_name"),
+                 "must be a plain file name (no '/', not starting with '.')");
+    }
+    FERRY_TRY(ReadString(item, ip, "format", &d.format));
+    if (d.format != "qcow2" && d.format != "raw" && d.format != "vhdx" && d.format != "vhd") {
+      return Bad(Join(ip, "format"), "unknown value \"" + d.format.substr(0, 64) +
+                                         "\" (expected qcow2, raw, vhdx or vhd)");
+    }
+    FERRY_TRY(ReadString(item, ip, "subformat", &d.subformat));
+    FERRY_TRY(ReadU64(item, ip, "capacity_bytes", &d.capacity_bytes));
+    FERRY_TRY(ReadString(item, ip, "bus", &d.bus));
+    FERRY_TRY(ReadString(item, ip, "dev", &d.dev));
+    vm->disks.push_back(std::move(d));
+    return Status::Ok();
+  }));
+  vm->nics.clear();
+  FERRY_TRY(ReadArray(o, p, "nics", kMaxDevices, [&](const Json& item, const std::string& ip) {
+    FERRY_TRY(ExpectObject(item, ip));
+    plan::TargetNic n;
+    FERRY_TRY(ReadString(item, ip, "source_id", &n.source_id));
+    FERRY_TRY(ReadString(item, ip, "network", &n.network, Need::kRequired));
+    FERRY_TRY(ReadString(item, ip, "mac", &n.mac));
+    FERRY_TRY(ReadString(item, ip, "model", &n.model));
+    vm->nics.push_back(std::move(n));
+    return Status::Ok();
+  }));
+  FERRY_TRY(ReadBool(o, p, "start", &vm->start));
+  FERRY_TRY(ReadBool(o, p, "delete_disks_with_vm", &vm->delete_disks_with_vm));
+  return ReadObject(o, p, "boot_check", [&](const Json& b, const std::string& bp) {
+    FERRY_TRY(ReadString(b, bp, "marker", &vm->boot_check.marker));
+    return ReadI64(b, bp, "timeout_ms", &vm->boot_check.timeout_ms, 0, kMaxDurationMs);
+  });
+}
+
+Status Read(const Json& o, const std::string& p, agent::ColdJobSpec* c) {
+  FERRY_TRY(ExpectObject(o, p));
+  FERRY_TRY(ReadObject(
+      o, p, "source",
+      [&](const Json& s, const std::string& sp) {
+        FERRY_TRY(ReadString(s, sp, "host_id", &c->source.host_id));
+        FERRY_TRY(ReadString(s, sp, "url", &c->source.url, Need::kRequired));
+        if (c->source.url.rfind("http://", 0) != 0 && c->source.url.rfind("https://", 0) != 0) {
+          return Bad(Join(sp, "url"), "expected an http:// or https:// URL");
+        }
+        return ReadString(s, sp, "token", &c->source.token);
+      },
+      Need::kRequired));
+  FERRY_TRY(ReadObject(
+      o, p, "export_spec",
+      [&](const Json& e, const std::string& ep) { return Read(e, ep, &c->export_spec); },
+      Need::kRequired));
+  FERRY_TRY(ReadEnum(o, p, "target_type", &c->target_type, kEndpointTypes, EndpointTypeName,
+                     Need::kOptional));
+  FERRY_TRY(ReadString(o, p, "target_share", &c->target_share));
+  if (c->target_type == plan::EndpointType::kShare && c->target_share.empty()) {
+    return Bad(Join(p, "target_share"), "required when target_type is share");
+  }
+  FERRY_TRY(ReadObject(
+      o, p, "vm", [&](const Json& v, const std::string& vp) { return Read(v, vp, &c->vm); },
+      Need::kRequired));
+  FERRY_TRY(ReadString(o, p, "plan_name", &c->plan_name));
+  FERRY_TRY(ReadBool(o, p, "verify", &c->verify));
+  FERRY_TRY(ReadBool(o, p, "deploy_auto", &c->deploy_auto));
+  FERRY_TRY(ReadU64(o, p, "checkpoint_bytes", &c->checkpoint_bytes));
+  if (c->checkpoint_bytes == 0) return Bad(Join(p, "checkpoint_bytes"), "must not be zero");
+  FERRY_TRY(
+      ReadI64(o, p, "source_retry_timeout_ms", &c->source_retry_timeout_ms, 0, kMaxDurationMs));
+  FERRY_TRY(ReadString(o, p, "domain_type", &c->domain_type));
+  if (!c->domain_type.empty() && c->domain_type != "kvm" && c->domain_type != "qemu") {
+    return Bad(Join(p, "domain_type"), "unknown value \"" + c->domain_type.substr(0, 64) +
+                                           "\" (expected \"\", kvm or qemu)");
+  }
+  return Status::Ok();
+}
+
 Status Read(const Json& o, const std::string& p, MigrationJobSpec* s) {
   FERRY_TRY(ExpectObject(o, p));
   FERRY_TRY(ReadString(o, p, "id", &s->id, Need::kRequired));
@@ -543,7 +731,12 @@ Status Read(const Json& o, const std::string& p, MigrationJobSpec* s) {
   FERRY_TRY(ReadU64(o, p, "bandwidth", &s->bandwidth));
   FERRY_TRY(ReadBool(o, p, "allow_postcopy", &s->allow_postcopy));
   FERRY_TRY(ReadBool(o, p, "allow_auto_converge", &s->allow_auto_converge));
-  return ReadI64(o, p, "timeout_ms", &s->timeout_ms, 0, kMaxDurationMs);
+  FERRY_TRY(ReadI64(o, p, "timeout_ms", &s->timeout_ms, 0, kMaxDurationMs));
+  s->cold = agent::ColdJobSpec();
+  if (s->kind != MigrationKind::kCold) return Status::Ok();
+  return ReadObject(
+      o, p, "cold", [&](const Json& c, const std::string& cp) { return Read(c, cp, &s->cold); },
+      Need::kRequired);
 }
 
 Status Read(const Json& o, const std::string& p, JobProgress* g) {
@@ -558,7 +751,20 @@ Status Read(const Json& o, const std::string& p, JobProgress* g) {
   FERRY_TRY(ReadU64(o, p, "iteration", &g->iteration));
   FERRY_TRY(ReadI64(o, p, "downtime_limit_ms", &g->downtime_limit_ms, 0, kMaxDurationMs));
   FERRY_TRY(ReadInt(o, p, "throttle_percent", &g->throttle_percent, 0, 100));
-  return ReadBool(o, p, "postcopy", &g->postcopy);
+  FERRY_TRY(ReadBool(o, p, "postcopy", &g->postcopy));
+  g->disks.clear();
+  return ReadArray(o, p, "disks", kMaxDevices, [&](const Json& item, const std::string& ip) {
+    FERRY_TRY(ExpectObject(item, ip));
+    agent::DiskProgress d;
+    FERRY_TRY(ReadString(item, ip, "id", &d.id, Need::kRequired));
+    FERRY_TRY(ReadString(item, ip, "state", &d.state));
+    FERRY_TRY(ReadU64(item, ip, "bytes_total", &d.bytes_total));
+    FERRY_TRY(ReadU64(item, ip, "bytes_done", &d.bytes_done));
+    FERRY_TRY(ReadU64(item, ip, "checkpointed", &d.checkpointed));
+    FERRY_TRY(ReadU64(item, ip, "read_bytes", &d.read_bytes));
+    g->disks.push_back(std::move(d));
+    return Status::Ok();
+  });
 }
 
 Status Read(const Json& o, const std::string& p, JobResult* r) {
@@ -569,15 +775,26 @@ Status Read(const Json& o, const std::string& p, JobResult* r) {
   FERRY_TRY(ReadI64(o, p, "guest_downtime_ms", &r->guest_downtime_ms, -1, kMaxDurationMs));
   FERRY_TRY(ReadStringList(o, p, "notes", kMaxNotes, &r->notes));
   r->disks.clear();
-  return ReadArray(o, p, "disks", kMaxDevices, [&](const Json& item, const std::string& ip) {
+  FERRY_TRY(ReadArray(o, p, "disks", kMaxDevices, [&](const Json& item, const std::string& ip) {
     FERRY_TRY(ExpectObject(item, ip));
     JobResult::MovedDisk d;
     FERRY_TRY(ReadString(item, ip, "disk", &d.disk, Need::kRequired));
     FERRY_TRY(ReadString(item, ip, "from", &d.from));
     FERRY_TRY(ReadString(item, ip, "to", &d.to));
     FERRY_TRY(ReadBool(item, ip, "verified", &d.verified));
+    FERRY_TRY(ReadU64(item, ip, "bytes_read", &d.bytes_read));
+    FERRY_TRY(ReadU64(item, ip, "resumed_from", &d.resumed_from));
+    FERRY_TRY(ReadU64(item, ip, "recopied_bytes", &d.recopied_bytes));
     r->disks.push_back(std::move(d));
     return Status::Ok();
+  }));
+  FERRY_TRY(ReadString(o, p, "defined_vm", &r->defined_vm));
+  r->boot = {};
+  return ReadObject(o, p, "boot", [&](const Json& b, const std::string& bp) {
+    FERRY_TRY(ReadBool(b, bp, "checked", &r->boot.checked));
+    FERRY_TRY(ReadBool(b, bp, "ok", &r->boot.ok));
+    FERRY_TRY(ReadI64(b, bp, "elapsed_ms", &r->boot.elapsed_ms, -1, kMaxDurationMs));
+    return ReadString(b, bp, "message", &r->boot.message);
   });
 }
 
@@ -978,6 +1195,7 @@ std::string ToJson(const PlatformCheck& c) {
 }
 
 std::string ToJson(const MigrationJobSpec& spec) { return J(spec).dump(); }
+std::string ToJson(const plan::TargetVm& vm) { return J(vm).dump(); }
 std::string ToJson(const JobProgress& progress) { return J(progress).dump(); }
 std::string ToJson(const JobResult& result) { return J(result).dump(); }
 std::string ToJson(const AgentJob& job) { return J(job).dump(); }
@@ -1079,6 +1297,7 @@ Status FromJson(std::string_view json, PlatformCheck* out) {
 }
 
 Status FromJson(std::string_view json, MigrationJobSpec* out) { return ParseInto(json, out); }
+Status FromJson(std::string_view json, plan::TargetVm* out) { return ParseInto(json, out); }
 Status FromJson(std::string_view json, JobProgress* out) { return ParseInto(json, out); }
 Status FromJson(std::string_view json, JobResult* out) { return ParseInto(json, out); }
 Status FromJson(std::string_view json, AgentJob* out) { return ParseInto(json, out); }
@@ -1162,5 +1381,17 @@ Status FromJson(std::string_view json, ShareListing* out) {
 Status FromJson(std::string_view json, sources::ShareVm* out) { return ParseInto(json, out); }
 Status FromJson(std::string_view json, agent::ExportSpec* out) { return ParseInto(json, out); }
 Status FromJson(std::string_view json, agent::ExportInfo* out) { return ParseInto(json, out); }
+
+std::string ToJson(const PoolFiles& files) {
+  return OutJson{{"pool", files.pool}, {"files", files.files}}.dump();
+}
+
+Status FromJson(std::string_view json, PoolFiles* out) {
+  Json j;
+  FERRY_TRY(Parse(json, &j));
+  FERRY_TRY(ReadString(j, "", "pool", &out->pool, Need::kRequired));
+  if (!j.contains("files")) return Bad("files", "missing");
+  return ReadStringList(j, "", "files", kMaxJsonListItems, &out->files);
+}
 
 }  // namespace ferry::api

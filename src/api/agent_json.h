@@ -131,6 +131,14 @@ struct ShareListing {
   std::vector<std::string> problems;
 };
 
+// GET /agent/v1/pools/{name}/files: the names of the entries in a storage pool's folder (not
+// recursive, hidden ones included, sorted), so that ferryd's plan validation can refuse a disk
+// file name that is taken (docs/plans.md, "name_clash"). Required: pool, files.
+struct PoolFiles {
+  std::string pool;
+  std::vector<std::string> files;
+};
+
 // --- Serialization -----------------------------------------------------------------------
 std::string ToJson(const AgentHealth& health);
 std::string ToJson(const AgentInventory& inventory);
@@ -157,6 +165,7 @@ std::string ToJson(const sources::ShareVm& vm);
 std::string ToJson(const agent::ExportSpec& spec);
 std::string ToJson(const agent::ExportInfo& info);
 std::string ToJson(const plan::TargetVm& vm);
+std::string ToJson(const PoolFiles& files);
 
 // --- Parsing (untrusted input) -------------------------------------------------------------
 // On error *out is unspecified.
@@ -188,5 +197,6 @@ Status FromJson(std::string_view json, sources::ShareVm* out);
 Status FromJson(std::string_view json, agent::ExportSpec* out);
 Status FromJson(std::string_view json, agent::ExportInfo* out);
 Status FromJson(std::string_view json, plan::TargetVm* out);
+Status FromJson(std::string_view json, PoolFiles* out);
 
 }  // namespace ferry::api

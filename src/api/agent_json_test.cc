@@ -602,5 +602,185 @@ TEST(AgentJson, JobIdsAndKindNames) {
   EXPECT_FALSE(MigrationKindFromWireName("LIVE").ok());
 }
 
+TEST(AgentJson, PoolFiles) {
+  PoolFiles files{"local", {"a.qcow2", ".b.ferry-part"}};
+  PoolFiles back;
+  ASSERT_TRUE(FromJson(ToJson(files), &back).ok());
+  EXPECT_EQ(back.pool, "local");
+  EXPECT_EQ(back.files, files.files);
+  Status s = FromJson(R"({"pool":"local"})", &back);
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("files"), std::string::npos) << s.message();
+  s = FromJson(R"({"pool":"local","files":["a",7]})", &back);
+  EXPECT_NE(s.message().find("files[1]"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace ferry::api
+
+namespace ferry::api {
+namespace {
+
+agent::MigrationJobSpec ColdSpec() {
+  agent::MigrationJobSpec s;
+  s.id = "m-7.a2";
+  s.kind = agent::MigrationKind::kCold;
+  s.vm = "web1";
+  s.bandwidth = 100 << 20;
+  agent::ColdJobSpec& c = s.cold;
+  c.source = {"host1", "http://127.0.0.11:7801", "tok"};
+  c.export_spec.id = "m-7";
+  c.export_spec.vm = "web1";
+  c.export_spec.shutdown_timeout_ms = 60000;
+  c.export_spec.force_shutdown = false;
+  c.target_type = plan::EndpointType::kKvm;
+  c.plan_name = "wave-1";
+  c.verify = true;
+  c.deploy_auto = false;
+  c.checkpoint_bytes = 64 << 20;
+  c.source_retry_timeout_ms = 120000;
+  c.domain_type = "qemu";
+  plan::TargetVm& vm = c.vm;
+  vm.name = "web1-kvm";
+  vm.vcpus = 4;
+  vm.memory_bytes = 4ull << 30;
+  vm.machine = "q35";
+  vm.firmware = "uefi";
+  vm.direct_boot = {"/boot/vmlinuz", "/boot/initrd", "console=ttyS0"};
+  vm.disks.push_back(
+      {"disk0", "local", "web1-kvm-disk0.qcow2", "qcow2", "", 10ull << 30, "scsi", "sda"});
+  vm.disks.push_back({"disk1", "nas1", "web1-kvm-disk1.raw", "raw", "", 1ull << 30, "scsi", "sdb"});
+  vm.nics.push_back({"nic0", "lab", "52:54:00:01:02:03", "virtio"});
+  vm.start = false;
+  vm.delete_disks_with_vm = true;
+  vm.boot_check = {"login:", 90000};
+  return s;
+}
+
+TEST(AgentJsonCold, ColdSpecRoundTrip) {
+  const agent::MigrationJobSpec spec = ColdSpec();
+  const std::string text = ToJson(spec);
+  EXPECT_NE(text.find("\"kind\":\"cold\""), std::string::npos) << text;
+  agent::MigrationJobSpec back;
+  Status s = FromJson(text, &back);
+  ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << text;
+  EXPECT_EQ(ToJson(back), text);
+  EXPECT_EQ(back.kind, agent::MigrationKind::kCold);
+  EXPECT_EQ(back.cold.source, spec.cold.source);
+  EXPECT_EQ(back.cold.export_spec, spec.cold.export_spec);
+  EXPECT_EQ(back.cold.vm.disks.size(), 2u);
+  EXPECT_EQ(back.cold.vm.disks[1].pool, "nas1");
+  EXPECT_EQ(back.cold.vm.boot_check, spec.cold.vm.boot_check);
+  EXPECT_EQ(back.cold.vm.direct_boot, spec.cold.vm.direct_boot);
+  EXPECT_FALSE(back.cold.deploy_auto);
+  EXPECT_EQ(back.cold.checkpoint_bytes, 64u << 20);
+
+  // Non-cold kinds carry no "cold" object.
+  agent::MigrationJobSpec live = spec;
+  live.kind = agent::MigrationKind::kLive;
+  EXPECT_EQ(ToJson(live).find("\"cold\""), std::string::npos);
+
+  plan::TargetVm vm_back;
+  ASSERT_TRUE(FromJson(ToJson(spec.cold.vm), &vm_back).ok());
+  EXPECT_EQ(ToJson(vm_back), ToJson(spec.cold.vm));
+
+  // A share target.
+  agent::MigrationJobSpec stage = spec;
+  stage.cold.target_type = plan::EndpointType::kShare;
+  stage.cold.target_share = "staging";
+  stage.cold.vm.disks = {{"disk0", "", "web1-disk0.vhd", "vhd", "fixed", 0, "sata", "sda"}};
+  ASSERT_TRUE(FromJson(ToJson(stage), &back).ok());
+  EXPECT_EQ(back.cold.target_type, plan::EndpointType::kShare);
+  EXPECT_EQ(back.cold.vm.disks[0].subformat, "fixed");
+}
+
+TEST(AgentJsonCold, ProgressAndResultCarryTheColdFields) {
+  agent::JobProgress p;
+  p.phase = "copying";
+  p.disks.push_back({"disk0", "copying", 100, 40, 32, 38});
+  p.disks.push_back({"disk1", "waiting", 200, 0, 0, 0});
+  agent::JobProgress pb;
+  ASSERT_TRUE(FromJson(ToJson(p), &pb).ok());
+  ASSERT_EQ(pb.disks.size(), 2u);
+  EXPECT_EQ(pb.disks[0].checkpointed, 32u);
+  EXPECT_EQ(pb.disks[0].read_bytes, 38u);
+  EXPECT_EQ(pb.disks[1].state, "waiting");
+
+  agent::JobResult r;
+  agent::JobResult::MovedDisk d;
+  d.disk = "vda";
+  d.from = "/src/web1.qcow2";
+  d.to = "/pool/web1-disk0.qcow2";
+  d.verified = true;
+  d.bytes_read = 1000;
+  d.resumed_from = 400;
+  d.recopied_bytes = 50;
+  r.disks.push_back(d);
+  r.defined_vm = "web1";
+  r.boot = {true, true, 12345, "'FERRY-READY' after 12.3 s"};
+  agent::JobResult rb;
+  ASSERT_TRUE(FromJson(ToJson(r), &rb).ok());
+  ASSERT_EQ(rb.disks.size(), 1u);
+  EXPECT_EQ(rb.disks[0].bytes_read, 1000u);
+  EXPECT_EQ(rb.disks[0].resumed_from, 400u);
+  EXPECT_EQ(rb.disks[0].recopied_bytes, 50u);
+  EXPECT_EQ(rb.defined_vm, "web1");
+  EXPECT_TRUE(rb.boot.checked);
+  EXPECT_EQ(rb.boot.elapsed_ms, 12345);
+  EXPECT_EQ(rb.boot.message, r.boot.message);
+}
+
+// Replaces the first `from` in `text` with `to`.
+std::string With(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from << " not in " << text;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+void ExpectBadSpec(const std::string& json, const std::string& field, const std::string& what) {
+  agent::MigrationJobSpec out;
+  Status s = FromJson(json, &out);
+  ASSERT_FALSE(s.ok()) << json;
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << s.ToString();
+  EXPECT_EQ(s.message().rfind(field + ": ", 0), 0u) << s.message();
+  EXPECT_NE(s.message().find(what), std::string::npos) << s.message();
+}
+
+TEST(AgentJsonCold, BadColdSpecsNameTheField) {
+  const std::string good = ToJson(ColdSpec());
+  ExpectBadSpec(R"({"id":"a","kind":"cold","vm":"g1"})", "cold", "missing required field");
+  ExpectBadSpec(With(good, "\"url\":\"http://127.0.0.11:7801\"", "\"url\":\"ftp://x\""),
+                "cold.source.url", "http");
+  ExpectBadSpec(With(good, "\"target_type\":\"kvm\"", "\"target_type\":\"xen\""),
+                "cold.target_type", "unknown value");
+  ExpectBadSpec(With(good, "\"target_type\":\"kvm\"", "\"target_type\":\"share\""),
+                "cold.target_share", "required when target_type is share");
+  ExpectBadSpec(With(good, "\"file_name\":\"web1-kvm-disk1.raw\"", "\"file_name\":\"../x\""),
+                "cold.vm.disks[1].file_name", "plain file name");
+  ExpectBadSpec(With(good, "\"format\":\"raw\"", "\"format\":\"vdi\""), "cold.vm.disks[1].format",
+                "unknown value");
+  ExpectBadSpec(With(good, "\"vcpus\":4", "\"vcpus\":-4"), "cold.vm.vcpus", "out of range");
+  ExpectBadSpec(With(good, "\"firmware\":\"uefi\"", "\"firmware\":\"efi\""), "cold.vm.firmware",
+                "unknown value");
+  ExpectBadSpec(With(good, "\"checkpoint_bytes\":67108864", "\"checkpoint_bytes\":0"),
+                "cold.checkpoint_bytes", "must not be zero");
+  ExpectBadSpec(With(good, "\"domain_type\":\"qemu\"", "\"domain_type\":\"tcg\""),
+                "cold.domain_type", "unknown value");
+  ExpectBadSpec(With(good, "\"timeout_ms\":90000", "\"timeout_ms\":\"5m\""),
+                "cold.vm.boot_check.timeout_ms", "expected an integer");
+  ExpectBadSpec(With(good, "\"network\":\"lab\"", "\"network\":7"), "cold.vm.nics[0].network",
+                "expected a string");
+
+  agent::JobProgress p;
+  Status s = FromJson(R"({"disks":[{"id":"d","bytes_done":"x"}]})", &p);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().rfind("disks[0].bytes_done: ", 0), 0u) << s.message();
+  agent::JobResult r;
+  s = FromJson(R"({"boot":{"elapsed_ms":-5}})", &r);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().rfind("boot.elapsed_ms: ", 0), 0u) << s.message();
+}
+
 }  // namespace
 }  // namespace ferry::api

@@ -28,6 +28,9 @@ Result<agent::ExportInfo> AgentLink::GetExport(const std::string&) {
 Result<agent::ExportInfo> AgentLink::CloseExport(const std::string&, bool) {
   return NotSupportedByLink("CloseExport");
 }
+Result<std::vector<std::string>> AgentLink::ListPoolFiles(const std::string&) {
+  return NotSupportedByLink("ListPoolFiles");
+}
 
 namespace {
 
@@ -68,6 +71,13 @@ class HttpAgentLink : public AgentLink {
   }
   Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power) override {
     return client_.CloseExport(id, restore_power);
+  }
+  Result<api::AgentJob> ProceedJob(const std::string& id) override {
+    return client_.ProceedJob(id);
+  }
+  Result<std::vector<std::string>> ListPoolFiles(const std::string& pool) override {
+    FERRY_ASSIGN_OR_RETURN(api::PoolFiles files, client_.ListPoolFiles(pool));
+    return std::move(files.files);
   }
 
  private:

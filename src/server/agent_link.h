@@ -42,6 +42,9 @@ class AgentLink {
   virtual Result<sources::VmDescription> DescribeVm(const std::string& vm);
   virtual Result<agent::ExportInfo> GetExport(const std::string& id);
   virtual Result<agent::ExportInfo> CloseExport(const std::string& id, bool restore_power);
+  // The entry names in a target pool's folder (GET /agent/v1/pools/{name}/files), for the
+  // plans' name_clash check.
+  virtual Result<std::vector<std::string>> ListPoolFiles(const std::string& pool);
 };
 
 // Makes the link for an agent URL + token.

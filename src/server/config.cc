@@ -51,6 +51,7 @@ Result<ServerConfig> ParseServerConfig(const std::string& json_text) {
   FERRY_TRY(ReadInt(j, "poll_ms", "", 50, 60000, &c.poll_ms));
   FERRY_TRY(ReadInt(j, "inventory_refresh_ms", "", 500, 3600000, &c.inventory_refresh_ms));
   FERRY_TRY(ReadInt(j, "agent_timeout_ms", "", 100, 600000, &c.agent_timeout_ms));
+  FERRY_TRY(ReadInt(j, "cold_retry_delay_ms", "", 0, 600000, &c.cold_retry_delay_ms));
   if (j.contains("limits")) {
     const json& l = j["limits"];
     FERRY_TRY(Expect(l.is_object(), "limits", "an object"));
@@ -63,6 +64,12 @@ Result<ServerConfig> ParseServerConfig(const std::string& json_text) {
     v = c.limits.total;
     FERRY_TRY(ReadInt(l, "total", "limits.", 0, 100000, &v));
     c.limits.total = static_cast<int>(v);
+    v = c.limits.copies_per_source_host;
+    FERRY_TRY(ReadInt(l, "copies_per_source_host", "limits.", 0, 1000, &v));
+    c.limits.copies_per_source_host = static_cast<int>(v);
+    v = c.limits.copies_per_target_pool;
+    FERRY_TRY(ReadInt(l, "copies_per_target_pool", "limits.", 0, 1000, &v));
+    c.limits.copies_per_target_pool = static_cast<int>(v);
   }
   if (j.contains("hosts")) {
     FERRY_TRY(Expect(j["hosts"].is_array(), "hosts", "an array"));

@@ -8,12 +8,10 @@
 
 #include "api/agent_json.h"
 #include "api/errors.h"
+#include "server/ferryd_util.h"
 #include "server/limits.h"
 
 namespace ferry::server {
-namespace {
-
-using nlohmann::json;
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -21,13 +19,7 @@ int64_t NowMs() {
       .count();
 }
 
-json ParseOr(const std::string& text, json fallback) {
-  if (text.empty()) return fallback;
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  return j.is_discarded() ? fallback : j;
-}
-
-EventRecord MakeEvent(std::string kind, std::string message, std::string data = "{}") {
+EventRecord MakeEvent(std::string kind, std::string message, std::string data) {
   EventRecord e;
   e.at_ms = NowMs();
   e.kind = std::move(kind);
@@ -36,15 +28,26 @@ EventRecord MakeEvent(std::string kind, std::string message, std::string data = 
   return e;
 }
 
-// "m-" + 12 hex of time + 6 random hex: unique across restarts and ferryd instances.
-std::string NewMigrationId() {
+std::string NewRecordId(const char* prefix) {
   unsigned char rnd[3] = {0, 0, 0};
   if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) rnd[0] = static_cast<unsigned char>(NowMs());
-  char buf[32];
-  snprintf(buf, sizeof(buf), "m-%011llx%02x%02x%02x", static_cast<unsigned long long>(NowMs()),
-           rnd[0], rnd[1], rnd[2]);
+  char buf[48];
+  snprintf(buf, sizeof(buf), "%s-%011llx%02x%02x%02x", prefix,
+           static_cast<unsigned long long>(NowMs()), rnd[0], rnd[1], rnd[2]);
   return buf;
 }
+
+namespace {
+
+using nlohmann::json;
+
+json ParseOr(const std::string& text, json fallback) {
+  if (text.empty()) return fallback;
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return j.is_discarded() ? fallback : j;
+}
+
+std::string NewMigrationId() { return NewRecordId("m"); }
 
 std::string StateName(MigrationState s) { return std::string(MigrationStateName(s)); }
 
@@ -102,6 +105,17 @@ Status Ferryd::Start() {
       return MakeEvent("state", "failed: " + r.error_message);
     });
     if (!s.ok()) return s.WithContext("recover migration " + m.id);
+  }
+
+  // Cold migrations that ended while their source export could not be closed yet.
+  FERRY_ASSIGN_OR_RETURN(std::vector<MigrationRecord> all, store_->ListMigrations(false));
+  for (const MigrationRecord& m : all) {
+    if (!IsColdType(m.type) || !IsFinal(m.state)) continue;
+    json close = ParseOr(m.progress_json, json::object()).value("export_close", json::object());
+    if (close.is_object() && close.contains("restore_power") && !close.value("done", false)) {
+      std::lock_guard<std::mutex> lock(closes_mu_);
+      pending_closes_.insert(m.id);
+    }
   }
 
   Routes();
@@ -233,8 +247,8 @@ MigrationPlan Ferryd::PlanOne(const std::string& vm_name, const std::string& sou
   fail.source = source;
   fail.target = target;
   if (!src || !dst) {
-    fail.checks.push_back({"target_reachable", false,
-                           "host " + (!src ? source : target) + " is not registered"});
+    fail.checks.push_back(
+        {"target_reachable", false, "host " + (!src ? source : target) + " is not registered"});
     return fail;
   }
   const hypervisor::VmInfo* vm = nullptr;
@@ -305,12 +319,12 @@ Ferryd::PlanResult Ferryd::Plan(const MigrationRequest& request) {
     }
   }
   for (const std::string& vm : names) {
-    std::string source = request.evacuate.empty() ? FindVmHost(vm, request.source)
-                                                  : request.evacuate;
+    std::string source =
+        request.evacuate.empty() ? FindVmHost(vm, request.source) : request.evacuate;
     if (source.empty()) {
-      out.status = Status::NotFound(
-          "no registered host has a VM named " + vm +
-          (request.source.empty() ? "" : " (looked on " + request.source + ")"));
+      out.status =
+          Status::NotFound("no registered host has a VM named " + vm +
+                           (request.source.empty() ? "" : " (looked on " + request.source + ")"));
       return out;
     }
     std::string target = request.to.empty() ? source : request.to;
@@ -345,8 +359,7 @@ Status Ferryd::Mutate(const std::string& id, const Mutation& fn) {
   return Status::Internal("unreachable");
 }
 
-agent::MigrationJobSpec Ferryd::SpecFor(const MigrationRecord& m,
-                                        const MigrationRequest& request) {
+agent::MigrationJobSpec Ferryd::SpecFor(const MigrationRecord& m, const MigrationRequest& request) {
   agent::MigrationJobSpec spec;
   spec.id = m.id;
   Result<agent::MigrationKind> kind = api::MigrationKindFromWireName(m.type);
@@ -376,34 +389,52 @@ void Ferryd::LoopMain() {
   }
 }
 
+namespace {
+
+// What `m` takes of the limits now.
+SlotUse SlotUseOf(const MigrationRecord& m) {
+  SlotUse use{m.type, m.source_host, m.target_host};
+  if (IsColdType(m.type)) {
+    Result<ColdOptions> o = ParseColdOptions(m.options_json);
+    if (o.ok()) use.copy_pools = o->copy_pools;
+    use.copying = m.state == MigrationState::kQueued || CopiesInPhase(m.phase);
+  }
+  return use;
+}
+
+}  // namespace
+
 void Ferryd::Tick() {
+  StartDuePlans();
   Result<std::vector<MigrationRecord>> active = store_->ListMigrations(true);
   if (!active.ok()) return;
-  std::vector<SlotUse> running;
   std::vector<MigrationRecord> queued;
   for (const MigrationRecord& m : *active) {
     if (m.state == MigrationState::kRunning || m.state == MigrationState::kCancelling) {
-      Follow(m);
-      running.push_back({m.type, m.source_host, m.target_host});
+      if (IsColdType(m.type)) {
+        FollowCold(m);
+      } else {
+        Follow(m);
+      }
     } else if (m.state == MigrationState::kQueued) {
       queued.push_back(m);
     }
   }
-  // Slots of the migrations that just ended are free again.
-  running.clear();
+  CloseExports();
+  // Slots of the migrations that just ended (or stopped copying) are free again.
+  std::vector<SlotUse> running;
   Result<std::vector<MigrationRecord>> now = store_->ListMigrations(true);
   if (!now.ok()) return;
   for (const MigrationRecord& m : *now) {
     if (m.state == MigrationState::kRunning || m.state == MigrationState::kCancelling) {
-      running.push_back({m.type, m.source_host, m.target_host});
+      running.push_back(SlotUseOf(m));
     }
   }
-  std::stable_sort(queued.begin(), queued.end(),
-                   [](const MigrationRecord& a, const MigrationRecord& b) {
-                     return a.priority > b.priority;
-                   });
+  std::stable_sort(
+      queued.begin(), queued.end(),
+      [](const MigrationRecord& a, const MigrationRecord& b) { return a.priority > b.priority; });
   for (const MigrationRecord& m : queued) {
-    SlotUse use{m.type, m.source_host, m.target_host};
+    SlotUse use = SlotUseOf(m);
     std::optional<std::string> blocked = BlockedBy(use, running, config_.limits);
     if (blocked) {
       json p = ParseOr(m.progress_json, json::object());
@@ -419,9 +450,14 @@ void Ferryd::Tick() {
       }
       continue;
     }
-    StartQueued(m);
+    if (IsColdType(m.type)) {
+      StartQueuedCold(m);
+    } else {
+      StartQueued(m);
+    }
     running.push_back(use);
   }
+  UpdatePlanStates();
 }
 
 void Ferryd::StartQueued(const MigrationRecord& m) {
@@ -525,8 +561,7 @@ void Ferryd::Follow(const MigrationRecord& m) {
     json prog = ParseOr(api::ToJson(j.progress), json::object());
     uint64_t total = j.progress.bytes_total;
     if (total > 0) {
-      prog["percent"] =
-          std::min(100.0, 100.0 * static_cast<double>(j.progress.bytes_done) / total);
+      prog["percent"] = std::min(100.0, 100.0 * static_cast<double>(j.progress.bytes_done) / total);
     }
     p["progress"] = prog;
     if (j.result.has_value()) p["result"] = ParseOr(api::ToJson(*j.result), json::object());
@@ -547,8 +582,7 @@ void Ferryd::Follow(const MigrationRecord& m) {
       r.phase = j.progress.phase;
     }
     switch (j.state) {
-      case api::AgentJobState::kRunning:
-        break;
+      case api::AgentJobState::kRunning: break;
       case api::AgentJobState::kSucceeded: {
         r.state = MigrationState::kCompleted;
         r.phase = "done";
@@ -559,8 +593,8 @@ void Ferryd::Follow(const MigrationRecord& m) {
             summary += ", QEMU downtime " + std::to_string(j.result->qemu_downtime_ms) + " ms";
           }
           if (j.result->guest_downtime_ms >= 0) {
-            summary += ", guest-observed downtime " +
-                       std::to_string(j.result->guest_downtime_ms) + " ms";
+            summary +=
+                ", guest-observed downtime " + std::to_string(j.result->guest_downtime_ms) + " ms";
           }
         }
         p["location"] = r.target_host;
@@ -573,8 +607,8 @@ void Ferryd::Follow(const MigrationRecord& m) {
         r.error_code = "cancelled";
         r.error_message = j.error.message();
         p["location"] = r.source_host;
-        event = MakeEvent("state", "cancelled: " + j.error.message() + "; the VM stays on " +
-                                       r.source_host);
+        event = MakeEvent("state",
+                          "cancelled: " + j.error.message() + "; the VM stays on " + r.source_host);
         break;
       case api::AgentJobState::kFailed:
         r.state = MigrationState::kFailed;
@@ -593,8 +627,8 @@ void Ferryd::Follow(const MigrationRecord& m) {
       json p = ParseOr(r.progress_json, json::object());
       p["location"] = where;
       r.progress_json = p.dump();
-      return MakeEvent("info", where.empty() ? "the VM runs on no host now"
-                                             : "the VM runs on " + where);
+      return MakeEvent("info",
+                       where.empty() ? "the VM runs on no host now" : "the VM runs on " + where);
     });
   }
   if (j.state != api::AgentJobState::kRunning) {
@@ -613,8 +647,10 @@ std::string Ferryd::LocateVm(const MigrationRecord& m) {
     if (!st || !st->view.reachable) continue;
     for (const hypervisor::VmInfo& v : st->view.inventory.vms) {
       if (SameVm(v, m) && IsRunningState(v.state)) {
-        if (where.empty()) where = h;
-        else if (where != h) where += "," + h;
+        if (where.empty())
+          where = h;
+        else if (where != h)
+          where += "," + h;
       }
     }
   }
@@ -635,13 +671,13 @@ void Ferryd::FinishFromLocation(const MigrationRecord& m, const std::string& why
     if (moved_host) {
       r.state = MigrationState::kCompleted;
       r.phase = "done";
-      return MakeEvent("state", "completed (reconciled: " + why + "; the VM runs on " + where +
-                                    ")");
+      return MakeEvent("state",
+                       "completed (reconciled: " + why + "; the VM runs on " + where + ")");
     }
     r.state = MigrationState::kFailed;
     r.error_code = "io";
-    r.error_message = why + "; the VM " +
-                      (where.empty() ? std::string("runs on no host") : "runs on " + where);
+    r.error_message =
+        why + "; the VM " + (where.empty() ? std::string("runs on no host") : "runs on " + where);
     return MakeEvent("error", r.error_message);
   });
 }
@@ -675,6 +711,17 @@ void Ferryd::Routes() {
   http_.Route("POST /api/v1/migrations/{id}/cancel",
               [this](const HttpRequest& r) { return CancelMigration(r); });
   http_.Route("GET /metrics", [this](const HttpRequest& r) { return Metrics(r); });
+  http_.Route("POST /api/v1/plans", [this](const HttpRequest& r) { return CreatePlan(r); });
+  http_.Route("GET /api/v1/plans", [this](const HttpRequest& r) { return ListPlans(r); });
+  http_.Route("GET /api/v1/plans/{id}", [this](const HttpRequest& r) { return GetPlan(r); });
+  http_.Route("POST /api/v1/plans/{id}/start",
+              [this](const HttpRequest& r) { return StartPlan(r); });
+  http_.Route("POST /api/v1/plans/{id}/cancel",
+              [this](const HttpRequest& r) { return CancelPlan(r); });
+  http_.Route("POST /api/v1/plans/{id}/deploy",
+              [this](const HttpRequest& r) { return DeployPlan(r); });
+  http_.Route("DELETE /api/v1/plans/{id}", [this](const HttpRequest& r) { return DeletePlan(r); });
+  http_.Route("GET /api/v1/shares", [this](const HttpRequest& r) { return ListShares(r); });
 }
 
 std::string Ferryd::HostJson(const HostState& h) {
@@ -718,8 +765,7 @@ api::HttpResponse Ferryd::AddHost(const api::HttpRequest& r) {
         {"agent_token", &rec.agent_token, false}}) {
     if (!j.contains(key)) {
       if (required) {
-        return api::HttpResponse::Error(
-            Status::InvalidArgument(std::string(key) + ": missing"));
+        return api::HttpResponse::Error(Status::InvalidArgument(std::string(key) + ": missing"));
       }
       continue;
     }
@@ -756,8 +802,8 @@ api::HttpResponse Ferryd::DeleteHost(const api::HttpRequest& r) {
   if (!active.ok()) return api::HttpResponse::Error(active.status());
   for (const MigrationRecord& m : *active) {
     if (m.source_host == id || m.target_host == id) {
-      return api::HttpResponse::Error(Status::FailedPrecondition(
-          "host " + id + " takes part in active migration " + m.id));
+      return api::HttpResponse::Error(
+          Status::FailedPrecondition("host " + id + " takes part in active migration " + m.id));
     }
   }
   Status s = store_->DeleteHost(id);
@@ -803,8 +849,9 @@ api::HttpResponse Ferryd::CreateMigrations(const api::HttpRequest& r, bool valid
   for (MigrationPlan& plan : planned.plans) {
     for (const MigrationRecord& m : *active) {
       if (m.vm_name == plan.vm) {
-        plan.checks.push_back({"not_moving", false, plan.vm + " is already being moved by " +
-                                                        m.id + " (" + StateName(m.state) + ")"});
+        plan.checks.push_back(
+            {"not_moving", false,
+             plan.vm + " is already being moved by " + m.id + " (" + StateName(m.state) + ")"});
       }
     }
   }
@@ -858,8 +905,8 @@ api::HttpResponse Ferryd::CreateMigrations(const api::HttpRequest& r, bool valid
       size_t n = plan.checks.size();
       s = Mutate(m.id, [&](MigrationRecord& rec) -> std::optional<EventRecord> {
         rec.state = MigrationState::kQueued;
-        return MakeEvent("state", "queued: " + std::to_string(n) + " checks passed, type " +
-                                      rec.type);
+        return MakeEvent("state",
+                         "queued: " + std::to_string(n) + " checks passed, type " + rec.type);
       });
     }
     if (!s.ok()) return api::HttpResponse::Error(s);
@@ -886,6 +933,10 @@ std::string Ferryd::MigrationJson(const MigrationRecord& m) {
             {"result", p.contains("result") ? p["result"] : json(nullptr)},
             {"created_at_ms", m.created_ms},
             {"updated_at_ms", m.updated_ms}};
+  if (!m.plan_id.empty()) j["plan_id"] = m.plan_id;
+  for (const char* key : {"job_id", "attempt", "retry_at_ms", "export_close"}) {
+    if (p.contains(key)) j[key] = p[key];
+  }
   if (p.contains("waiting_for")) j["waiting_for"] = p["waiting_for"];
   if (p.contains("location")) j["location"] = p["location"];
   if (p.contains("agent_error")) j["agent_error"] = p["agent_error"];
@@ -938,16 +989,15 @@ api::HttpResponse Ferryd::ListEvents(const api::HttpRequest& r) {
   return api::HttpResponse::Json(json{{"events", out}}.dump());
 }
 
-api::HttpResponse Ferryd::CancelMigration(const api::HttpRequest& r) {
-  std::string id = r.Param("id");
-  Result<MigrationRecord> m = store_->GetMigration(id);
-  if (!m.ok()) return api::HttpResponse::Error(m.status());
-  if (IsFinal(m->state)) {
-    return api::HttpResponse::Error(Status::FailedPrecondition(
-        "migration " + id + " already ended (" + StateName(m->state) + ")"));
+Result<MigrationRecord> Ferryd::CancelOne(const std::string& id) {
+  FERRY_ASSIGN_OR_RETURN(MigrationRecord m, store_->GetMigration(id));
+  if (IsFinal(m.state)) {
+    return Status::FailedPrecondition("migration " + id + " already ended (" + StateName(m.state) +
+                                      ")");
   }
+  if (IsColdType(m.type) && m.state == MigrationState::kRunning) return CancelCold(m);
   bool ask_agent = false;
-  Status s = Mutate(id, [&](MigrationRecord& rec) -> std::optional<EventRecord> {
+  FERRY_TRY(Mutate(id, [&](MigrationRecord& rec) -> std::optional<EventRecord> {
     switch (rec.state) {
       case MigrationState::kPending:
       case MigrationState::kValidating:
@@ -960,18 +1010,21 @@ api::HttpResponse Ferryd::CancelMigration(const api::HttpRequest& r) {
         rec.state = MigrationState::kCancelling;
         ask_agent = true;
         return MakeEvent("state", "cancelling");
-      default:
-        return std::nullopt;
+      default: return std::nullopt;
     }
-  });
-  if (!s.ok()) return api::HttpResponse::Error(s);
+  }));
   if (ask_agent) {
-    if (std::shared_ptr<AgentLink> link = LinkFor(m->source_host)) (void)link->CancelJob(id);
+    if (std::shared_ptr<AgentLink> link = LinkFor(m.source_host)) (void)link->CancelJob(id);
     Wake();
   }
-  Result<MigrationRecord> now = store_->GetMigration(id);
-  if (!now.ok()) return api::HttpResponse::Error(now.status());
-  return api::HttpResponse::Json(MigrationJson(*now));
+  return store_->GetMigration(id);
+}
+
+api::HttpResponse Ferryd::CancelMigration(const api::HttpRequest& r) {
+  Result<MigrationRecord> m = CancelOne(r.Param("id"));
+  if (!m.ok()) return api::HttpResponse::Error(m.status());
+  if (!m->plan_id.empty()) (void)RefreshPlanState(m->plan_id);
+  return api::HttpResponse::Json(MigrationJson(*m));
 }
 
 api::HttpResponse Ferryd::Metrics(const api::HttpRequest&) {

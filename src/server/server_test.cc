@@ -6,10 +6,9 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <nlohmann/json.hpp>
 
 #include "api/http.h"
 #include "server/config.h"
@@ -226,6 +225,41 @@ TEST(LimitsTest, CountsWhereTheLoadIs) {
   EXPECT_FALSE(BlockedBy({"live", "host1", "host2"}, {}, Limits{0, 0, 0}).has_value());
 }
 
+TEST(LimitsTest, ColdMigrationsTakeACopySlotPerDiskOnlyWhileCopying) {
+  Limits l{.live_per_host = 1,
+           .storage_per_host = 1,
+           .total = 8,
+           .copies_per_source_host = 3,
+           .copies_per_target_pool = 2};
+  SlotUse two_disks{"cold", "host1", "host2", {"host2/local", "host2/local"}};
+  std::vector<SlotUse> running = {two_disks};
+  // The pool has 2 disks coming in: full. Another pool of the same host is not.
+  std::optional<std::string> why =
+      BlockedBy({"cold", "host3", "host2", {"host2/local"}}, running, l);
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("pool host2/local"), std::string::npos) << *why;
+  EXPECT_FALSE(BlockedBy({"cold", "host3", "host2", {"host2/nas1"}}, running, l).has_value());
+  // Source host1 copies 2 disks out: one more fits (limit 3), two more do not.
+  EXPECT_FALSE(BlockedBy({"stage", "host1", "host3", {"host3/share:staging"}}, running, l));
+  why = BlockedBy({"cold", "host1", "host3", {"host3/a", "host3/b"}}, running, l);
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("per source host"), std::string::npos) << *why;
+  // Cold moves take no live slot: a live move of host1 still fits.
+  EXPECT_FALSE(BlockedBy({"live", "host1", "host2"}, running, l).has_value());
+  // Waiting for its deploy (or defining, booting) it holds nothing, not even a total slot.
+  running[0].copying = false;
+  EXPECT_FALSE(BlockedBy({"cold", "host1", "host2", {"host2/local", "host2/local"}}, running,
+                         Limits{.total = 1, .copies_per_target_pool = 2}));
+  // A migration with more disks than the limit starts alone, never next to others.
+  SlotUse five{"cold", "host4", "host5", {"p", "p", "p", "p", "p"}};
+  EXPECT_FALSE(BlockedBy(five, {}, l).has_value());
+  EXPECT_TRUE(BlockedBy(five, {{"cold", "host4", "host6", {"q"}}}, l).has_value());
+  EXPECT_TRUE(CopiesInPhase("copying"));
+  EXPECT_TRUE(CopiesInPhase("starting"));
+  EXPECT_FALSE(CopiesInPhase("awaiting-deploy"));
+  EXPECT_FALSE(CopiesInPhase("booting"));
+}
+
 TEST(ConfigTest, ParsesAndNamesBadFields) {
   Result<ServerConfig> c = ParseServerConfig(
       R"({"token":"0123456789","limits":{"live_per_host":1},"hosts":[{"id":"h1","agent_url":"http://x"}]})");
@@ -241,8 +275,16 @@ TEST(ConfigTest, ParsesAndNamesBadFields) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("limits.total"), std::string::npos);
   EXPECT_FALSE(ParseServerConfig(R"({"token":"short"})").ok());
+  c = ParseServerConfig(
+      R"({"token":"0123456789","limits":{"copies_per_source_host":2,"copies_per_target_pool":1}})");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->limits.copies_per_source_host, 2);
+  EXPECT_EQ(c->limits.copies_per_target_pool, 1);
+  EXPECT_EQ(ParseServerConfig(R"({"token":"0123456789"})")->limits.copies_per_target_pool, 4);
+  bad = ParseServerConfig(R"({"token":"0123456789","limits":{"copies_per_target_pool":"x"}})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("limits.copies_per_target_pool"), std::string::npos);
 }
-
 
 // --- The whole server with fake agents ---------------------------------------------------
 
@@ -284,7 +326,8 @@ class FakeAgent : public AgentLink {
     std::lock_guard<std::mutex> l(world_->mu);
     HostView h = MakeHost(host_);
     for (auto& [vm, where] : world_->vm_host) {
-      if (where == host_) h.inventory.vms.push_back(MakeVm(vm, VmState::kRunning, "/lab/nas1/" + vm));
+      if (where == host_)
+        h.inventory.vms.push_back(MakeVm(vm, VmState::kRunning, "/lab/nas1/" + vm));
     }
     return h.inventory;
   }
@@ -385,10 +428,10 @@ class FerrydTest : public ::testing::Test {
     Result<std::unique_ptr<Store>> store = OpenSqliteStore(c.database);
     ASSERT_TRUE(store.ok());
     std::shared_ptr<FakeWorld> world = world_;
-    server_ = std::make_unique<Ferryd>(
-        c, std::move(*store), [world](const std::string& url, const std::string&) {
-          return std::make_unique<FakeAgent>(world, url.substr(7));
-        });
+    server_ = std::make_unique<Ferryd>(c, std::move(*store),
+                                       [world](const std::string& url, const std::string&) {
+                                         return std::make_unique<FakeAgent>(world, url.substr(7));
+                                       });
     ASSERT_TRUE(server_->Start().ok());
     client_ = std::make_unique<api::HttpClient>(
         "http://127.0.0.1:" + std::to_string(server_->port()), "test-token-123");
@@ -454,8 +497,7 @@ TEST_F(FerrydTest, ValidationFailureCreatesNothing) {
       "POST", "/api/v1/migrations", R"({"vms":["g1"],"to":"host2","storage":"nope"})", &details);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), ErrorCode::kFailedPrecondition);
-  EXPECT_NE(r.status().message().find("pool_capacity"), std::string::npos)
-      << r.status().message();
+  EXPECT_NE(r.status().message().find("pool_capacity"), std::string::npos) << r.status().message();
   EXPECT_NE(details.find("\"checks\""), std::string::npos) << details;
   EXPECT_TRUE(Get("/api/v1/migrations")["migrations"].empty());
   EXPECT_EQ(world_->starts, 0);
@@ -537,8 +579,7 @@ TEST_F(FerrydTest, LostJobIsDecidedByWhereTheVmRuns) {
       EXPECT_EQ(m["state"], "completed") << m.dump();
     } else {
       EXPECT_EQ(m["state"], "failed") << m.dump();
-      EXPECT_NE(m["error"]["message"].get<std::string>().find("runs on host1"),
-                std::string::npos);
+      EXPECT_NE(m["error"]["message"].get<std::string>().find("runs on host1"), std::string::npos);
     }
   }
 }

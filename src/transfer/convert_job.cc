@@ -1,7 +1,6 @@
 #include "transfer/convert_job.h"
 
 #include <nlohmann/json.hpp>
-
 #include <sstream>
 
 #include "common/checksum.h"
@@ -83,21 +82,25 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
                                std::string(FormatName(r.target_format)) + " images");
   }
   if (nbd_target && r.target_format != ImageFormat::kRaw) {
-    return Status::InvalidArgument("an NBD target takes raw bytes: use -O raw (the export's "
-                                   "own format is the server's business)");
+    return Status::InvalidArgument(
+        "an NBD target takes raw bytes: use -O raw (the export's "
+        "own format is the server's business)");
   }
   if (incremental) {
     if (!nbd_source) {
-      return Status::InvalidArgument("--bitmap needs an NBD source that exports the bitmap "
-                                     "(qemu:dirty-bitmap:NAME)");
+      return Status::InvalidArgument(
+          "--bitmap needs an NBD source that exports the bitmap "
+          "(qemu:dirty-bitmap:NAME)");
     }
     if (!nbd_target && (r.target_format != ImageFormat::kRaw || !env->Exists(r.target))) {
-      return Status::InvalidArgument("--bitmap updates a previous copy in place: the target "
-                                     "must be an existing raw file or an NBD export");
+      return Status::InvalidArgument(
+          "--bitmap updates a previous copy in place: the target "
+          "must be an existing raw file or an NBD export");
     }
     if (r.copy.hash) {
-      return Status::InvalidArgument("--manifest cannot hash an incremental copy (clean ranges "
-                                     "are not read)");
+      return Status::InvalidArgument(
+          "--manifest cannot hash an incremental copy (clean ranges "
+          "are not read)");
     }
   }
 
@@ -108,7 +111,8 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
     NbdSourceOptions o;
     if (incremental) o.meta_context = "qemu:dirty-bitmap:" + r.dirty_bitmap;
     FERRY_ASSIGN_OR_RETURN(source, OpenNbdSource(r.source, o));
-    src_identity = r.source + (incremental ? " bitmap=" + r.dirty_bitmap : "");
+    src_identity = (r.source_identity.empty() ? r.source : r.source_identity) +
+                   (incremental ? " bitmap=" + r.dirty_bitmap : "");
   } else {
     FERRY_ASSIGN_OR_RETURN(source, OpenImage(r.source, r.open));
     FERRY_ASSIGN_OR_RETURN(std::string src_real, env->RealPath(r.source));
@@ -137,9 +141,9 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
     if (r.journal_path.empty() || !env->Exists(r.journal_path) ||
         (!in_place && !env->Exists(write_path))) {
       return Status::NotFound("nothing to resume for " + r.target + ": " +
-                              (r.journal_path.empty() ? std::string("no --journal given")
-                                                      : r.journal_path + " or " + write_path +
-                                                            " is missing") +
+                              (r.journal_path.empty()
+                                   ? std::string("no --journal given")
+                                   : r.journal_path + " or " + write_path + " is missing") +
                               " (start the copy without --resume)");
     }
     FERRY_ASSIGN_OR_RETURN(journal, CheckpointJournal::Open(env, r.journal_path));
@@ -155,8 +159,8 @@ Result<ConvertOutcome> RunConvert(const ConvertRequest& request) {
   } else if (incremental) {
     FERRY_ASSIGN_OR_RETURN(sink, OpenRawForUpdate(r.target, r.create));
   } else if (journal && journal->last()) {
-    FERRY_ASSIGN_OR_RETURN(sink, ResumeImage(r.target_format, write_path, r.create,
-                                             journal->last()->sink_state));
+    FERRY_ASSIGN_OR_RETURN(
+        sink, ResumeImage(r.target_format, write_path, r.create, journal->last()->sink_state));
   } else {
     FERRY_ASSIGN_OR_RETURN(sink, CreateImage(r.target_format, write_path, r.create));
   }

@@ -32,18 +32,22 @@
 namespace ferry {
 
 struct ConvertRequest {
-  std::string source;                     // image path or NBD URI
-  OpenOptions open;                       // source format, reference policy
-  std::string dirty_bitmap;               // NBD source: copy only this bitmap's dirty ranges
-  std::string target;                     // image path or NBD URI
+  std::string source;  // image path or NBD URI
+  // What the journal remembers the source as, for an NBD source ("" = its URI). A cold
+  // migration's export is served again on a new port (and URI) after the source agent
+  // restarts; naming the export instead of the URI lets the copy resume from it.
+  std::string source_identity;
+  OpenOptions open;          // source format, reference policy
+  std::string dirty_bitmap;  // NBD source: copy only this bitmap's dirty ranges
+  std::string target;        // image path or NBD URI
   ImageFormat target_format = ImageFormat::kRaw;
-  CreateOptions create;                   // size is taken from the source when 0
-  bool resume = false;                    // continue from the target's journal
-  bool overwrite = false;                 // replace an existing target
-  bool verify = false;                    // read the finished target back and compare
-  std::string manifest_path;              // write per-chunk and whole-disk SHA-256 here
-  std::string journal_path;               // default: target + ".ferry-journal"
-  CopyOptions copy;                       // workers, chunk size, checkpoints, rate, progress
+  CreateOptions create;       // size is taken from the source when 0
+  bool resume = false;        // continue from the target's journal
+  bool overwrite = false;     // replace an existing target
+  bool verify = false;        // read the finished target back and compare
+  std::string manifest_path;  // write per-chunk and whole-disk SHA-256 here
+  std::string journal_path;   // default: target + ".ferry-journal"
+  CopyOptions copy;           // workers, chunk size, checkpoints, rate, progress
 };
 
 struct ConvertOutcome {

@@ -50,7 +50,11 @@ class Statement {
 
 constexpr const char* kMigrationColumns =
     "id, vm_name, vm_uuid, source_host, target_host, type, state, phase, priority, "
-    "options_json, progress_json, error_code, error_message, created_ms, updated_ms, version";
+    "options_json, progress_json, error_code, error_message, created_ms, updated_ms, version, "
+    "plan_id";
+
+constexpr const char* kPlanColumns =
+    "id, name, document_json, state, error_message, created_ms, updated_ms, version";
 
 class SqliteStore final : public Store {
  public:
@@ -116,8 +120,9 @@ class SqliteStore final : public Store {
 
   Result<HostRecord> GetHost(const std::string& id) override {
     std::lock_guard<std::mutex> l(mu_);
-    Statement s(db_, "SELECT id, name, cluster, agent_url, agent_token, facts_json, created_ms, "
-                     "last_seen_ms FROM hosts WHERE id = ?1");
+    Statement s(db_,
+                "SELECT id, name, cluster, agent_url, agent_token, facts_json, created_ms, "
+                "last_seen_ms FROM hosts WHERE id = ?1");
     FERRY_TRY(s.prepared());
     s.Bind(1, id);
     int rc = s.Step();
@@ -128,8 +133,9 @@ class SqliteStore final : public Store {
 
   Result<std::vector<HostRecord>> ListHosts() override {
     std::lock_guard<std::mutex> l(mu_);
-    Statement s(db_, "SELECT id, name, cluster, agent_url, agent_token, facts_json, created_ms, "
-                     "last_seen_ms FROM hosts ORDER BY id");
+    Statement s(db_,
+                "SELECT id, name, cluster, agent_url, agent_token, facts_json, created_ms, "
+                "last_seen_ms FROM hosts ORDER BY id");
     FERRY_TRY(s.prepared());
     std::vector<HostRecord> out;
     int rc;
@@ -150,21 +156,7 @@ class SqliteStore final : public Store {
 
   Status CreateMigration(MigrationRecord* m) override {
     std::lock_guard<std::mutex> l(mu_);
-    m->version = 1;
-    Statement s(db_,
-                "INSERT INTO migrations(id, vm_name, vm_uuid, source_host, target_host, type, "
-                "state, phase, priority, options_json, progress_json, error_code, error_message, "
-                "created_ms, updated_ms, version, created_order) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
-                "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
-                "(SELECT COALESCE(MAX(created_order), 0) + 1 FROM migrations))");
-    FERRY_TRY(s.prepared());
-    BindMigration(s, *m);
-    int rc = s.Step();
-    if (rc == SQLITE_CONSTRAINT) {
-      return Status::AlreadyExists("migration '" + m->id + "' already exists");
-    }
-    if (rc != SQLITE_DONE) return Error("create migration " + m->id);
-    return Status::Ok();
+    return CreateMigrationLocked(m);
   }
 
   Result<MigrationRecord> GetMigration(const std::string& id) override {
@@ -174,9 +166,10 @@ class SqliteStore final : public Store {
 
   Result<std::vector<MigrationRecord>> ListMigrations(bool active_only) override {
     std::lock_guard<std::mutex> l(mu_);
-    std::string sql = std::string("SELECT ") + kMigrationColumns + " FROM migrations" +
-                      (active_only ? " WHERE state NOT IN ('completed','failed','cancelled')" : "") +
-                      " ORDER BY created_order";
+    std::string sql =
+        std::string("SELECT ") + kMigrationColumns + " FROM migrations" +
+        (active_only ? " WHERE state NOT IN ('completed','failed','cancelled')" : "") +
+        " ORDER BY created_order";
     Statement s(db_, sql.c_str());
     FERRY_TRY(s.prepared());
     std::vector<MigrationRecord> out;
@@ -202,6 +195,66 @@ class SqliteStore final : public Store {
     return Status::Ok();
   }
 
+  Status CreatePlan(PlanRecord* p, std::vector<MigrationRecord>* migrations) override {
+    std::lock_guard<std::mutex> l(mu_);
+    FERRY_TRY(Exec("BEGIN IMMEDIATE"));
+    Status s = CreatePlanLocked(p, migrations);
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return Exec("COMMIT");
+  }
+
+  Result<PlanRecord> GetPlan(const std::string& id_or_name) override {
+    std::lock_guard<std::mutex> l(mu_);
+    return GetPlanLocked(id_or_name);
+  }
+
+  Result<std::vector<PlanRecord>> ListPlans() override {
+    std::lock_guard<std::mutex> l(mu_);
+    std::string sql = std::string("SELECT ") + kPlanColumns + " FROM plans ORDER BY created_order";
+    Statement s(db_, sql.c_str());
+    FERRY_TRY(s.prepared());
+    std::vector<PlanRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      FERRY_ASSIGN_OR_RETURN(PlanRecord p, ReadPlan(s));
+      out.push_back(std::move(p));
+    }
+    if (rc != SQLITE_DONE) return Error("list plans");
+    return out;
+  }
+
+  Status UpdatePlan(PlanRecord* p, std::vector<MigrationRecord>* new_migrations) override {
+    std::lock_guard<std::mutex> l(mu_);
+    FERRY_TRY(Exec("BEGIN IMMEDIATE"));
+    Status s = UpdatePlanLocked(p, new_migrations);
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    FERRY_TRY(Exec("COMMIT"));
+    ++p->version;
+    return Status::Ok();
+  }
+
+  Status DeletePlan(const std::string& id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    FERRY_TRY(Exec("BEGIN IMMEDIATE"));
+    Status s = DeletePlanLocked(id);
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+    return Exec("COMMIT");
+  }
+
+  Result<std::vector<MigrationRecord>> ListPlanMigrations(const std::string& plan_id) override {
+    std::lock_guard<std::mutex> l(mu_);
+    return ListPlanMigrationsLocked(plan_id);
+  }
+
   Status AppendEvent(EventRecord* e) override {
     std::lock_guard<std::mutex> l(mu_);
     return AppendEventLocked(e);
@@ -210,8 +263,9 @@ class SqliteStore final : public Store {
   Result<std::vector<EventRecord>> ListEvents(const std::string& migration_id,
                                               int64_t after_seq) override {
     std::lock_guard<std::mutex> l(mu_);
-    Statement s(db_, "SELECT seq, migration_id, at_ms, kind, message, data_json FROM "
-                     "migration_events WHERE migration_id = ?1 AND seq > ?2 ORDER BY seq");
+    Statement s(db_,
+                "SELECT seq, migration_id, at_ms, kind, message, data_json FROM "
+                "migration_events WHERE migration_id = ?1 AND seq > ?2 ORDER BY seq");
     FERRY_TRY(s.prepared());
     s.Bind(1, migration_id).Bind(2, after_seq);
     std::vector<EventRecord> out;
@@ -242,7 +296,153 @@ class SqliteStore final : public Store {
     return {s.Text(0), s.Text(1), s.Text(2), s.Text(3), s.Text(4), s.Text(5), s.Int(6), s.Int(7)};
   }
 
+  Status CreateMigrationLocked(MigrationRecord* m) {
+    m->version = 1;
+    Statement s(db_,
+                "INSERT INTO migrations(id, vm_name, vm_uuid, source_host, target_host, type, "
+                "state, phase, priority, options_json, progress_json, error_code, error_message, "
+                "created_ms, updated_ms, version, plan_id, created_order) VALUES (?1, ?2, ?3, ?4, "
+                "?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+                "(SELECT COALESCE(MAX(created_order), 0) + 1 FROM migrations))");
+    FERRY_TRY(s.prepared());
+    BindMigration(s, *m);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) {
+      return Status::AlreadyExists("migration '" + m->id + "' already exists");
+    }
+    if (rc != SQLITE_DONE) return Error("create migration " + m->id);
+    return Status::Ok();
+  }
+
+  Status CreatePlanLocked(PlanRecord* p, std::vector<MigrationRecord>* migrations) {
+    {
+      Statement dup(db_, "SELECT id FROM plans WHERE id = ?1 OR name = ?2");
+      FERRY_TRY(dup.prepared());
+      dup.Bind(1, p->id).Bind(2, p->name);
+      int rc = dup.Step();
+      if (rc == SQLITE_ROW) {
+        return Status::AlreadyExists(dup.Text(0) == p->id
+                                         ? "plan '" + p->id + "' already exists"
+                                         : "a plan named '" + p->name + "' already exists");
+      }
+      if (rc != SQLITE_DONE) return Error("create plan " + p->name);
+    }
+    Statement s(db_,
+                "INSERT INTO plans(id, name, document_json, state, error_message, created_ms, "
+                "updated_ms, version, created_order) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, "
+                "(SELECT COALESCE(MAX(created_order), 0) + 1 FROM plans))");
+    FERRY_TRY(s.prepared());
+    s.Bind(1, p->id).Bind(2, p->name).Bind(3, p->document_json);
+    s.Bind(4, std::string(PlanStateName(p->state))).Bind(5, p->error_message);
+    s.Bind(6, p->created_ms).Bind(7, p->updated_ms);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) return Status::AlreadyExists("plan '" + p->name + "' exists");
+    if (rc != SQLITE_DONE) return Error("create plan " + p->name);
+    FERRY_TRY(CreatePlanMigrationsLocked(p->id, migrations));
+    p->version = 1;
+    return Status::Ok();
+  }
+
+  Status CreatePlanMigrationsLocked(const std::string& plan_id,
+                                    std::vector<MigrationRecord>* migrations) {
+    if (migrations == nullptr) return Status::Ok();
+    for (MigrationRecord& m : *migrations) {
+      m.plan_id = plan_id;
+      FERRY_TRY(CreateMigrationLocked(&m));
+    }
+    return Status::Ok();
+  }
+
+  Result<PlanRecord> GetPlanLocked(const std::string& id_or_name) {
+    std::string sql = std::string("SELECT ") + kPlanColumns +
+                      " FROM plans WHERE id = ?1 OR name = ?1 ORDER BY id = ?1 DESC LIMIT 1";
+    Statement s(db_, sql.c_str());
+    FERRY_TRY(s.prepared());
+    s.Bind(1, id_or_name);
+    int rc = s.Step();
+    if (rc == SQLITE_DONE) return Status::NotFound("plan '" + id_or_name + "' does not exist");
+    if (rc != SQLITE_ROW) return Error("get plan " + id_or_name);
+    return ReadPlan(s);
+  }
+
+  Status UpdatePlanLocked(PlanRecord* p, std::vector<MigrationRecord>* new_migrations) {
+    FERRY_ASSIGN_OR_RETURN(PlanRecord stored, GetPlanLocked(p->id));
+    if (stored.id != p->id) return Status::NotFound("plan '" + p->id + "' does not exist");
+    if (stored.version != p->version) {
+      return Status::Mismatch("plan '" + p->id + "' was updated concurrently (version " +
+                              std::to_string(stored.version) + ", expected " +
+                              std::to_string(p->version) + ")");
+    }
+    Statement s(db_,
+                "UPDATE plans SET name=?2, document_json=?3, state=?4, error_message=?5, "
+                "created_ms=?6, updated_ms=?7, version=?8 + 1 WHERE id=?1 AND version=?8");
+    FERRY_TRY(s.prepared());
+    s.Bind(1, p->id).Bind(2, p->name).Bind(3, p->document_json);
+    s.Bind(4, std::string(PlanStateName(p->state))).Bind(5, p->error_message);
+    s.Bind(6, p->created_ms).Bind(7, p->updated_ms).Bind(8, p->version);
+    int rc = s.Step();
+    if (rc == SQLITE_CONSTRAINT) {
+      return Status::AlreadyExists("a plan named '" + p->name + "' already exists");
+    }
+    if (rc != SQLITE_DONE) return Error("update plan " + p->id);
+    return CreatePlanMigrationsLocked(p->id, new_migrations);
+  }
+
+  Status DeletePlanLocked(const std::string& id) {
+    FERRY_ASSIGN_OR_RETURN(PlanRecord stored, GetPlanLocked(id));
+    if (stored.id != id) return Status::NotFound("plan '" + id + "' does not exist");
+    FERRY_ASSIGN_OR_RETURN(std::vector<MigrationRecord> migrations, ListPlanMigrationsLocked(id));
+    for (const MigrationRecord& m : migrations) {
+      if (!IsFinal(m.state)) {
+        return Status::FailedPrecondition("plan '" + stored.name + "' has an active migration " +
+                                          m.id + " (" + std::string(MigrationStateName(m.state)) +
+                                          ")");
+      }
+    }
+    Statement dm(db_, "DELETE FROM migrations WHERE plan_id = ?1");
+    FERRY_TRY(dm.prepared());
+    dm.Bind(1, id);
+    if (dm.Step() != SQLITE_DONE) return Error("delete migrations of plan " + id);
+    Statement dp(db_, "DELETE FROM plans WHERE id = ?1");
+    FERRY_TRY(dp.prepared());
+    dp.Bind(1, id);
+    if (dp.Step() != SQLITE_DONE) return Error("delete plan " + id);
+    return Status::Ok();
+  }
+
+  Result<std::vector<MigrationRecord>> ListPlanMigrationsLocked(const std::string& plan_id) {
+    std::string sql = std::string("SELECT ") + kMigrationColumns +
+                      " FROM migrations WHERE plan_id = ?1 ORDER BY created_order";
+    Statement s(db_, sql.c_str());
+    FERRY_TRY(s.prepared());
+    s.Bind(1, plan_id);
+    std::vector<MigrationRecord> out;
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      FERRY_ASSIGN_OR_RETURN(MigrationRecord m, ReadMigration(s));
+      out.push_back(std::move(m));
+    }
+    if (rc != SQLITE_DONE) return Error("list migrations of plan " + plan_id);
+    return out;
+  }
+
+  static Result<PlanRecord> ReadPlan(const Statement& s) {
+    PlanRecord p;
+    p.id = s.Text(0);
+    p.name = s.Text(1);
+    p.document_json = s.Text(2);
+    auto state = ParsePlanState(s.Text(3));
+    if (!state) return Status::Corrupt("plan '" + p.id + "' has unknown state '" + s.Text(3) + "'");
+    p.state = *state;
+    p.error_message = s.Text(4);
+    p.created_ms = s.Int(5);
+    p.updated_ms = s.Int(6);
+    p.version = s.Int(7);
+    return p;
+  }
+
   static void BindMigration(Statement& s, const MigrationRecord& m) {
+    s.Bind(17, m.plan_id);
     s.Bind(1, m.id).Bind(2, m.vm_name).Bind(3, m.vm_uuid).Bind(4, m.source_host);
     s.Bind(5, m.target_host).Bind(6, m.type).Bind(7, std::string(MigrationStateName(m.state)));
     s.Bind(8, m.phase).Bind(9, static_cast<int64_t>(m.priority)).Bind(10, m.options_json);
@@ -272,6 +472,7 @@ class SqliteStore final : public Store {
     m.created_ms = s.Int(13);
     m.updated_ms = s.Int(14);
     m.version = s.Int(15);
+    m.plan_id = s.Text(16);
     return m;
   }
 
@@ -298,7 +499,7 @@ class SqliteStore final : public Store {
                 "UPDATE migrations SET vm_name=?2, vm_uuid=?3, source_host=?4, target_host=?5, "
                 "type=?6, state=?7, phase=?8, priority=?9, options_json=?10, progress_json=?11, "
                 "error_code=?12, error_message=?13, created_ms=?14, updated_ms=?15, "
-                "version=?16 + 1 WHERE id=?1 AND version=?16");
+                "version=?16 + 1, plan_id=?17 WHERE id=?1 AND version=?16");
     FERRY_TRY(s.prepared());
     BindMigration(s, *m);
     if (s.Step() != SQLITE_DONE) return Error("update migration " + m->id);
@@ -311,8 +512,9 @@ class SqliteStore final : public Store {
   }
 
   Status AppendEventLocked(EventRecord* e) {
-    Statement s(db_, "INSERT INTO migration_events(migration_id, at_ms, kind, message, data_json) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5)");
+    Statement s(db_,
+                "INSERT INTO migration_events(migration_id, at_ms, kind, message, data_json) "
+                "VALUES (?1, ?2, ?3, ?4, ?5)");
     FERRY_TRY(s.prepared());
     s.Bind(1, e->migration_id).Bind(2, e->at_ms).Bind(3, e->kind).Bind(4, e->message);
     s.Bind(5, e->data_json.empty() ? std::string("{}") : e->data_json);
@@ -334,9 +536,9 @@ class SqliteStore final : public Store {
 
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string m = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
