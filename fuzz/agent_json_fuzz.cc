@@ -35,5 +35,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RoundTrip<ferry::api::PlatformCheckRequest>(text);
   RoundTrip<ferry::api::AgentHealth>(text);
   RoundTrip<ferry::api::CpuCheckRequest>(text);
+  RoundTrip<std::vector<ferry::api::ShareInfo>>(text);
+  RoundTrip<ferry::api::ShareListing>(text);
+  RoundTrip<ferry::sources::ShareVm>(text);
+  RoundTrip<ferry::agent::ExportSpec>(text);
+  RoundTrip<ferry::agent::ExportInfo>(text);
   return 0;
 }

@@ -3,8 +3,11 @@
 // reload), auth, errors naming the field, the host endpoints; and the config file's checks.
 #include "agent/agent_service.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,6 +22,7 @@
 #include "agent/agent_config.h"
 #include "api/agent_client.h"
 #include "api/http.h"
+#include "test_util.h"
 
 namespace ferry::agent {
 namespace {
@@ -89,8 +93,17 @@ class FakeHost final : public HostOps {
     return Inventory()->vms[0];
   }
   Result<std::string> DomainXml(const std::string& name, bool inactive, bool migratable) override {
-    if (inactive || !migratable) return Status::Internal("wanted the live migratable XML");
     if (name != "g1") return Status::NotFound("vm " + name + " not found on host1");
+    if (inactive && !migratable) {  // the definition a cold migration describes
+      return std::string(
+          "<domain type='qemu'><name>g1</name><memory unit='MiB'>256</memory><vcpu>2</vcpu>"
+          "<os><type arch='x86_64' machine='pc'>hvm</type><kernel>/lab/vmlinuz</kernel></os>"
+          "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+          "<source file='/lab/nas1/g1.qcow2'/><target dev='vda' bus='virtio'/></disk>"
+          "<interface type='network'><mac address='52:54:00:AA:BB:CC'/>"
+          "<source network='lab'/><model type='virtio'/></interface></devices></domain>");
+    }
+    if (inactive || !migratable) return Status::Internal("wanted the live migratable XML");
     return std::string(
         "<domain type='qemu'><name>g1</name><cpu mode='custom' match='exact'>"
         "<model fallback='forbid'>qemu64</model></cpu><devices/></domain>");
@@ -165,6 +178,7 @@ class AgentServiceTest : public ::testing::Test {
   void StartService(const std::string& state_dir) {
     AgentServiceOptions o;
     o.config = TestConfig(state_dir);
+    o.config.shares = shares_;
     o.runner = [this](const MigrationJobSpec& s, JobContext& c) { return runner_.Run(s, c); };
     auto host = std::make_unique<FakeHost>();
     host_ = host.get();
@@ -194,6 +208,7 @@ class AgentServiceTest : public ::testing::Test {
   std::string JobFile(const std::string& id) const { return dir_.path + "/jobs/" + id + ".json"; }
 
   TempDir dir_;
+  std::vector<std::pair<std::string, std::string>> shares_;
   FakeRunner runner_;
   FakeHost* host_ = nullptr;
   std::unique_ptr<AgentService> service_;
@@ -368,6 +383,12 @@ TEST_F(AgentServiceTest, RestartMarksRunningJobsFailedAndKeepsFinishedOnes) {
   ASSERT_TRUE(client_->StartJob(Spec("done1")).ok());
   runner_.Finish("done1", JobResult{.total_ms = 7});
   WaitFinal("done1");
+  // The file is written just after the state changes in memory: wait for it before copying.
+  ASSERT_TRUE(WaitFor([&] {
+    std::ifstream in(JobFile("done1"));
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    return text.find("\"state\":\"succeeded\"") != std::string::npos;
+  }));
   ASSERT_TRUE(client_->StartJob(Spec("run1")).ok());
   ASSERT_TRUE(WaitFor([&] { return runner_.calls == 2; }));
 
@@ -495,6 +516,168 @@ TEST_F(AgentServiceTest, HostEndpoints) {
   EXPECT_NE(no->message.find("no UEFI firmware"), std::string::npos) << no->message;
 }
 
+// The status line of a raw request (HttpClient hides 200 vs 201).
+int RawStatus(int port, const std::string& method, const std::string& path,
+              const std::string& body) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  const std::string request =
+      method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + "Authorization: Bearer " + kToken +
+      "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\nConnection: close\r\n\r\n" + body;
+  if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    ::close(fd);
+    return -1;
+  }
+  std::string reply;
+  char buf[4096];
+  ssize_t n = 0;
+  while (reply.find("\r\n") == std::string::npos && (n = ::recv(fd, buf, sizeof(buf), 0)) > 0) {
+    reply.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  // "HTTP/1.1 201 Created"
+  if (reply.size() < 12) return -1;
+  return std::atoi(reply.substr(9, 3).c_str());
+}
+
+// The cold-migration endpoints: shares, VM descriptions, exports of a share VM.
+class AgentServiceExportTest : public AgentServiceTest {
+ protected:
+  void SetUp() override {
+    share_ = dir_.path + "/share";
+    std::filesystem::create_directories(share_);
+    const std::string raw = dir_.path + "/pattern.raw";
+    testing::PatternSpec spec;
+    spec.size = 8 << 20;
+    ASSERT_TRUE(testing::WritePatternRaw(raw, spec));
+    auto r = testing::Run("qemu-img convert -O qcow2 " + testing::ShellQuote(raw) + " " +
+                          testing::ShellQuote(share_ + "/web1.qcow2"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    shares_ = {{"exports", share_}};
+    StartService(dir_.path + "/state");
+  }
+
+  agent::ExportInfo WaitHashed(const std::string& id) {
+    agent::ExportInfo last;
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          auto e = client_->GetExport(id);
+          if (!e.ok()) return false;
+          last = *e;
+          return e->state == ExportState::kServing && !e->disks.empty() &&
+                 e->disks[0].hash_state == HashState::kDone;
+        },
+        30s))
+        << "export " << id << ": " << ExportStateName(last.state) << " " << last.error.ToString();
+    return last;
+  }
+
+  std::string share_;
+};
+
+TEST_F(AgentServiceExportTest, SharesAndVmDescriptions) {
+  auto shares = client_->ListShares();
+  ASSERT_TRUE(shares.ok()) << shares.status().ToString();
+  ASSERT_EQ(shares->size(), 1u);
+  EXPECT_EQ((*shares)[0].name, "exports");
+  EXPECT_EQ((*shares)[0].path, share_);
+  EXPECT_TRUE((*shares)[0].writable);
+
+  auto listing = client_->ListShareVms("exports");
+  ASSERT_TRUE(listing.ok()) << listing.status().ToString();
+  ASSERT_EQ(listing->vms.size(), 1u) << (listing->problems.empty() ? "" : listing->problems[0]);
+  const sources::ShareVm& vm = listing->vms[0];
+  EXPECT_EQ(vm.id, "web1.qcow2");
+  EXPECT_EQ(vm.share, "exports");
+  EXPECT_EQ(vm.vm.name, "web1");
+  ASSERT_EQ(vm.vm.disks.size(), 1u);
+  EXPECT_EQ(vm.vm.disks[0].file, share_ + "/web1.qcow2");
+  EXPECT_EQ(vm.vm.disks[0].format, "qcow2");
+  EXPECT_EQ(vm.vm.disks[0].capacity_bytes, 8u << 20);
+  EXPECT_EQ(client_->ListShareVms("nope").status().code(), ErrorCode::kNotFound);
+
+  auto g1 = client_->DescribeVm("g1");
+  ASSERT_TRUE(g1.ok()) << g1.status().ToString();
+  EXPECT_EQ(g1->name, "g1");
+  EXPECT_EQ(g1->platform, sources::Platform::kKvm);
+  EXPECT_EQ(g1->vcpus, 2);
+  EXPECT_EQ(g1->memory_bytes, 256u << 20);
+  EXPECT_TRUE(g1->running);
+  EXPECT_EQ(g1->direct_boot.kernel, "/lab/vmlinuz");
+  ASSERT_EQ(g1->disks.size(), 1u);
+  EXPECT_EQ(g1->disks[0].file, "/lab/nas1/g1.qcow2");
+  EXPECT_EQ(g1->disks[0].datastore, "nas1");  // the pool, from the inventory
+  ASSERT_EQ(g1->nics.size(), 1u);
+  EXPECT_EQ(g1->nics[0].mac, "52:54:00:aa:bb:cc");
+  EXPECT_EQ(g1->nics[0].network, "lab");
+  auto g9 = client_->DescribeVm("g9");
+  EXPECT_EQ(g9.status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(g9.status().message(), "vm g9 not found on host1");
+}
+
+TEST_F(AgentServiceExportTest, ExportsOverHttp) {
+  ExportSpec spec;
+  spec.id = "m1";
+  spec.share = "exports";
+  spec.share_vm = "web1.qcow2";
+  const int port = service_->port();
+  EXPECT_EQ(RawStatus(port, "POST", "/agent/v1/exports", api::ToJson(spec)), 201);
+  EXPECT_EQ(RawStatus(port, "POST", "/agent/v1/exports", api::ToJson(spec)), 200);
+  auto again = client_->CreateExport(spec);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->id, "m1");
+  EXPECT_EQ(again->spec, spec);
+
+  ExportSpec other = spec;
+  other.hash_chunk_size = 1 << 20;
+  EXPECT_EQ(RawStatus(port, "POST", "/agent/v1/exports", api::ToJson(other)), 409);
+  auto clash = client_->CreateExport(other);
+  EXPECT_EQ(clash.status().code(), ErrorCode::kAlreadyExists);
+
+  agent::ExportInfo e = WaitHashed("m1");
+  ASSERT_EQ(e.disks.size(), 1u);
+  EXPECT_EQ(e.disks[0].size, 8u << 20);
+  EXPECT_EQ(e.disks[0].chunk_hashes.size(), 2u);
+  EXPECT_EQ(e.vm.name, "web1");
+  auto cmp =
+      testing::Run("qemu-img compare -f raw -F qcow2 " + testing::ShellQuote(e.disks[0].uri) + " " +
+                   testing::ShellQuote(share_ + "/web1.qcow2"));
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  EXPECT_GT(client_->GetExport("m1")->bytes_served, 0u);
+
+  EXPECT_EQ(client_->GetExport("m9").status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(client_->CloseExport("m9", false).status().code(), ErrorCode::kNotFound);
+  EXPECT_EQ(RawStatus(port, "DELETE", "/agent/v1/exports/m1?restore_power=maybe", ""), 400);
+
+  api::HttpClient http(url_, kToken);
+  auto both = http.Post("/agent/v1/exports", R"({"id":"b1","vm":"g1","share":"exports"})");
+  EXPECT_EQ(both.status().code(), ErrorCode::kInvalidArgument);
+  auto no_vm_name = http.Post("/agent/v1/exports", R"({"id":"b1","share":"exports"})");
+  EXPECT_EQ(no_vm_name.status().message(), "share_vm: missing (share is given)");
+  auto bad_timeout =
+      http.Post("/agent/v1/exports", R"({"id":"b1","vm":"g1","shutdown":{"timeout_ms":"2m"}})");
+  EXPECT_EQ(bad_timeout.status().message(), "shutdown.timeout_ms: expected an integer");
+  auto no_share =
+      http.Post("/agent/v1/exports", R"({"id":"b2","share":"elsewhere","share_vm":"web1.qcow2"})");
+  EXPECT_EQ(no_share.status().code(), ErrorCode::kNotFound);
+
+  auto closed = client_->CloseExport("m1", true);
+  ASSERT_TRUE(closed.ok()) << closed.status().ToString();
+  EXPECT_EQ(closed->state, ExportState::kClosed);
+  EXPECT_NE(
+      testing::Run("nbdinfo --size " + testing::ShellQuote(e.disks[0].uri) + " 2>&1").exit_code, 0);
+  EXPECT_EQ(client_->GetExport("m1")->state, ExportState::kClosed);
+}
+
 TEST(AgentClientTest, UnreachableAgentIsIoNamingTheUrl) {
   AgentClient client("http://127.0.0.1:1", kToken, {.connect_timeout_ms = 500});
   auto r = client.Health();
@@ -586,6 +769,44 @@ TEST(AgentConfigTest, ValidatesEveryField) {
   auto bad = LoadAgentConfig(dir.path + "/bad.json");
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message(), dir.path + "/bad.json: listen: expected a string");
+}
+
+TEST(AgentConfigTest, SharesAndDataAddress) {
+  const std::string base =
+      R"({"listen": "127.0.0.11:7801", "token": "secret", "libvirt_uri":
+          "qemu+tcp://127.0.0.11/system", "migration_uri": "tcp://127.0.0.11",
+          "host_id": "host1", "state_dir": "/var/lib/ferry-agent")";
+  auto plain = ParseAgentConfig(base + "}");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_TRUE(plain->shares.empty());
+  EXPECT_EQ(plain->data_address, "127.0.0.11");  // the host of listen
+
+  auto full = ParseAgentConfig(
+      base + R"(, "shares": {"exports": "/srv/exports/", "staging": "/srv/staging"},
+                 "data_address": "127.0.0.21"})");
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+  ASSERT_EQ(full->shares.size(), 2u);
+  EXPECT_EQ(full->shares[0], (std::pair<std::string, std::string>{"exports", "/srv/exports"}));
+  EXPECT_EQ(full->shares[1], (std::pair<std::string, std::string>{"staging", "/srv/staging"}));
+  EXPECT_EQ(full->data_address, "127.0.0.21");
+
+  auto expect_bad = [&](const std::string& tail, const std::string& message) {
+    auto r = ParseAgentConfig(base + tail);
+    ASSERT_FALSE(r.ok()) << tail;
+    EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument);
+    EXPECT_EQ(r.status().message(), message);
+  };
+  expect_bad(R"(, "shares": ["/srv"]})", "shares: expected an object of name: folder");
+  expect_bad(R"(, "shares": {"a/b": "/srv"}})",
+             "shares.a/b: a share name must be 1-64 characters of [A-Za-z0-9._-]");
+  expect_bad(R"(, "shares": {"exports": "srv"}})",
+             "shares.exports: \"srv\" is not an absolute path");
+  expect_bad(R"(, "shares": {"exports": 7}})",
+             "shares.exports: expected a string (the share's folder)");
+  expect_bad(R"(, "data_address": "127.0.0.21:7000/x"})",
+             "data_address: \"127.0.0.21:7000/x\" is not a host name or address (no port)");
+  expect_bad(R"(, "data_address": ""})", "data_address: must not be empty");
+  EXPECT_EQ(ListenHost("[::1]:7801"), "::1");
 }
 
 }  // namespace

@@ -80,22 +80,29 @@ const std::string* ShareFolder(const ExportRegistryOptions& options, const std::
 }
 
 // A libvirt VM as an export sees it: its inactive definition (the configuration it boots
-// with), described with its pools; disks that are not plain files are refused.
+// with), described with the inventory's pools and resolved volume paths; disks that are not
+// plain files (block devices, network disks) are refused.
 Result<sources::VmDescription> DescribeForExport(ExportHost& host, const std::string& vm) {
   FERRY_ASSIGN_OR_RETURN(std::string xml, std::move(host.DomainXml(vm)).WithContext("vm " + vm));
   FERRY_ASSIGN_OR_RETURN(
-      hypervisor::VmInfo info,
+      hypervisor::VmInfo defined,
       std::move(hypervisor::ParseDomainXml(xml)).WithContext("vm " + vm + ": inactive XML"));
-  for (const hypervisor::VmDisk& d : info.disks) {
-    if (d.device == "disk" && d.type != "file") {
-      return Status::Unsupported("vm " + vm + ": disk " + d.target + " is a " + d.type +
-                                 " disk: only file-backed disks can be exported");
+  FERRY_ASSIGN_OR_RETURN(hypervisor::VmInfo info,
+                         std::move(host.GetVm(vm)).WithContext("vm " + vm));
+  for (const hypervisor::VmDisk& d : defined.disks) {
+    if (d.device != "disk") continue;
+    std::string file = d.type == "file" ? d.source_path : "";
+    if (d.type == "volume") {
+      for (const hypervisor::VmDisk& known : info.disks) {
+        if (known.target == d.target && known.type != "block") file = known.source_path;
+      }
     }
-  }
-  FERRY_ASSIGN_OR_RETURN(bool running, std::move(host.IsRunning(vm)).WithContext("vm " + vm));
-  info.state = running ? hypervisor::VmState::kRunning : hypervisor::VmState::kShutoff;
-  for (hypervisor::VmDisk& d : info.disks) {
-    if (!d.source_path.empty()) d.pool = host.PoolOf(d.source_path);
+    std::error_code ec;
+    if (file.empty() || !std::filesystem::is_regular_file(file, ec)) {
+      return Status::Unsupported("vm " + vm + ": disk " + d.target + " is a " + d.type + " disk" +
+                                 (file.empty() ? "" : " (" + file + ")") +
+                                 ": only disks backed by a file can be exported");
+    }
   }
   return sources::DescribeLibvirtVm(xml, info);
 }
@@ -317,7 +324,12 @@ Result<ExportInfo> ExportRegistry::Create(const ExportSpec& spec, bool* existed)
   Log("export " + spec.id + ": " +
       (is_share ? "share " + spec.share + " vm " + spec.share_vm : "vm " + spec.vm));
   std::lock_guard<std::mutex> op(entry->op_mu);
-  StartWorker(*entry);
+  bool closed_meanwhile = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_meanwhile = entry->info.state == ExportState::kClosed;
+  }
+  if (!closed_meanwhile) StartWorker(*entry);  // (a Close may have come before this)
   std::lock_guard<std::mutex> lock(mu_);
   return Snapshot(*entry);
 }
@@ -655,17 +667,8 @@ class LibvirtExportHost final : public ExportHost {
     return Do([&](auto& h) { return h.Start(vm); });
   }
 
-  std::string PoolOf(const std::string& path) override {
-    Result<hypervisor::Inventory> inv = Call([](const LibvirtHost& h) { return h.Inventory(); });
-    if (!inv.ok()) return "";
-    const std::string dir = std::filesystem::path(path).parent_path().lexically_normal().string();
-    for (const hypervisor::PoolInfo& p : inv->pools) {
-      if (p.path.empty()) continue;
-      std::string pool_dir = std::filesystem::path(p.path).lexically_normal().string();
-      while (pool_dir.size() > 1 && pool_dir.back() == '/') pool_dir.pop_back();
-      if (pool_dir == dir) return p.name;
-    }
-    return "";
+  Result<hypervisor::VmInfo> GetVm(const std::string& vm) override {
+    return Call([&](const LibvirtHost& h) { return h.GetVm(vm); });
   }
 
  private:

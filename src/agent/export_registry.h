@@ -26,6 +26,7 @@
 
 #include "agent/cold_spec.h"
 #include "common/status.h"
+#include "hypervisor/inventory.h"
 
 namespace ferry::agent {
 
@@ -39,8 +40,10 @@ class ExportHost {
   virtual Status Shutdown(const std::string& vm) = 0;  // ACPI request, returns at once
   virtual Status Destroy(const std::string& vm) = 0;   // power off
   virtual Status Start(const std::string& vm) = 0;
-  // Pool name holding `path`, "" if none (for DiskDescription::datastore).
-  virtual std::string PoolOf(const std::string& path) = 0;
+  // The VM as the host's inventory reports it: state, disks with their files (a volume disk's
+  // resolved path), pools and sizes (kNotFound if no such VM). DescribeLibvirtVm needs it for
+  // each disk's datastore and for volume disks.
+  virtual Result<hypervisor::VmInfo> GetVm(const std::string& vm) = 0;
 };
 std::unique_ptr<ExportHost> NewLibvirtExportHost(std::string libvirt_uri);
 

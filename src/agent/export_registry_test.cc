@@ -83,8 +83,18 @@ class FakeExportHost final : public ExportHost {
     shutdown_requested = false;
     return Status::Ok();
   }
-  std::string PoolOf(const std::string& path) override {
-    return path.rfind(pool_dir, 0) == 0 ? "local" : "";
+  Result<hypervisor::VmInfo> GetVm(const std::string& vm) override {
+    std::lock_guard<std::mutex> lock(mu);
+    if (vm != "g1") return Status::NotFound("vm " + vm + " not found");
+    hypervisor::VmInfo info;
+    info.name = "g1";
+    info.state = running ? hypervisor::VmState::kRunning : hypervisor::VmState::kShutoff;
+    info.disks.push_back({.target = "vda",
+                          .device = "disk",
+                          .type = "file",
+                          .source_path = pool_dir + "/g1.qcow2",
+                          .pool = "local"});
+    return info;
   }
 
   std::mutex mu;
@@ -473,6 +483,25 @@ TEST_F(ExportRegistryTest, ShutdownOffAndNonFileDisksAreRefusedWithoutTouchingTh
   std::lock_guard<std::mutex> lock(host_->mu);
   EXPECT_EQ(host_->shutdowns, 0);
   EXPECT_TRUE(host_->running);
+}
+
+TEST_F(ExportRegistryTest, AVolumeDiskIsExportedThroughItsResolvedFile) {
+  // The lab's guests (and virt-manager's) name pool + volume; the inventory resolves the file.
+  vm_running_ = false;
+  host_xml_ =
+      "<domain type='qemu'><name>g1</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>"
+      "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+      "<disk type='volume' device='disk'><driver name='qemu' type='qcow2'/>"
+      "<source pool='local' volume='g1.qcow2'/><target dev='vda' bus='virtio'/></disk>"
+      "</devices></domain>";
+  auto registry = MakeRegistry();
+  bool existed = false;
+  ASSERT_TRUE(registry->Create(VmSpec("v1", 1000, true), &existed).ok());
+  ExportInfo e = WaitState(*registry, "v1", ExportState::kServing);
+  ASSERT_EQ(e.vm.disks.size(), 1u);
+  EXPECT_EQ(e.vm.disks[0].file, pool_ + "/g1.qcow2");
+  EXPECT_EQ(e.vm.disks[0].datastore, "local");
+  EXPECT_EQ(CompareNbd(e.disks[0].uri, pool_ + "/g1.qcow2", "qcow2"), 0);
 }
 
 TEST_F(ExportRegistryTest, AShutOffVmIsServedAndNotStartedByRestorePower) {

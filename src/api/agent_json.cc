@@ -996,7 +996,7 @@ OutJson J(const ExportInfo& e) {
   for (const ExportDisk& d : e.disks) disks.push_back(J(d));
   return {{"id", e.id},
           {"state", std::string(agent::ExportStateName(e.state))},
-          {"spec", J(e.spec)},
+          {"spec", e.spec.id.empty() ? OutJson(nullptr) : J(e.spec)},
           {"vm", J(e.vm)},
           {"disks", std::move(disks)},
           {"was_running", e.was_running},

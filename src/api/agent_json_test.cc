@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "common/checksum.h"
 #include "test_util.h"
 
 namespace ferry::api {
@@ -361,6 +362,233 @@ TEST(AgentJson, BadInputNamesTheField) {
   Status s = FromJson("{\"phase\": ", &p);
   EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
   EXPECT_NE(s.message().find("not valid JSON"), std::string::npos) << s.message();
+}
+
+// --- Cold migrations: shares and exports ------------------------------------------------
+
+sources::VmDescription SampleDescription() {
+  sources::VmDescription vm;
+  vm.name = "g1";
+  vm.uuid = "6b1c0a4e-8a4e-4c53-9e51-3f1e2b7c9d10";
+  vm.platform = sources::Platform::kKvm;
+  vm.vcpus = 2;
+  vm.memory_bytes = 256ull << 20;
+  vm.firmware = "bios";
+  vm.machine = "pc-i440fx-7.2";
+  vm.running = true;
+  sources::DiskDescription d;
+  d.id = "disk0";
+  d.file = "/lab/nas1/g1.qcow2";
+  d.format = "qcow2";
+  d.capacity_bytes = 32ull << 20;
+  d.bus = "virtio";
+  d.datastore = "nas1";
+  d.source_ref = "vda";
+  vm.disks.push_back(d);
+  vm.nics.push_back({"nic0", "lab", "52:54:00:aa:bb:cc", "virtio"});
+  return vm;
+}
+
+agent::ExportInfo SampleExport() {
+  agent::ExportInfo e;
+  e.id = "m-7";
+  e.spec.id = "m-7";
+  e.spec.vm = "g1";
+  e.spec.shutdown_timeout_ms = 90000;
+  e.spec.force_shutdown = false;
+  e.state = agent::ExportState::kServing;
+  e.vm = SampleDescription();
+  agent::ExportDisk d;
+  d.id = "disk0";
+  d.uri = "nbd://127.0.0.11:40123/00112233445566778899aabbccddeeff-disk0";
+  d.size = 32ull << 20;
+  d.format = "qcow2";
+  d.allocated_bytes = 5 << 20;
+  d.hash_state = agent::HashState::kDone;
+  d.hashed_bytes = d.size;
+  for (uint8_t i = 0; i < 8; ++i) d.chunk_hashes.push_back(Sha256::Of(std::vector<uint8_t>{i}));
+  e.disks.push_back(d);
+  e.was_running = true;
+  e.bytes_served = 12345;
+  e.created_at_ms = 1700000000000;
+  return e;
+}
+
+TEST(AgentJson, ExportSpecRoundTrip) {
+  agent::ExportSpec vm;
+  vm.id = "m-1";
+  vm.vm = "g1";
+  const std::string text = ToJson(vm);
+  EXPECT_EQ(text, R"({"id":"m-1","vm":"g1","shutdown":{"enabled":true,"timeout_ms":120000,)"
+                  R"("force":true},"hash_chunk_size":4194304})");
+  agent::ExportSpec back;
+  ASSERT_TRUE(FromJson(text, &back).ok());
+  EXPECT_EQ(back, vm);
+
+  agent::ExportSpec share;
+  share.id = "m-2";
+  share.share = "exports";
+  share.share_vm = "hv-db/Virtual Machines/5C1E.xml";
+  share.shutdown = false;
+  share.hash_chunk_size = 0;
+  ASSERT_TRUE(FromJson(ToJson(share), &back).ok());
+  EXPECT_EQ(back, share);
+  EXPECT_EQ(ToJson(share).find("\"vm\""), std::string::npos);
+  // Defaults for what is left out.
+  ASSERT_TRUE(FromJson(R"({"id":"m-3","vm":"g2"})", &back).ok());
+  EXPECT_TRUE(back.shutdown);
+  EXPECT_EQ(back.shutdown_timeout_ms, 120000);
+  EXPECT_TRUE(back.force_shutdown);
+  EXPECT_EQ(back.hash_chunk_size, 4u << 20);
+}
+
+TEST(AgentJson, ExportInfoRoundTrip) {
+  const agent::ExportInfo in = SampleExport();
+  const std::string text = ToJson(in);
+  EXPECT_NE(text.find("\"state\":\"serving\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"hash_state\":\"done\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"chunk_hashes\":[\"" + ToHex(in.disks[0].chunk_hashes[0]) + "\""),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("\"error\":null"), std::string::npos) << text;
+  // The description is src/sources' own JSON, embedded.
+  EXPECT_NE(text.find("\"ferry_vm_description\":1"), std::string::npos) << text;
+  agent::ExportInfo out;
+  Status s = FromJson(text, &out);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ToJson(out), text);
+  EXPECT_EQ(out.spec, in.spec);
+  EXPECT_EQ(out.vm.disks[0].datastore, "nas1");
+  EXPECT_EQ(out.disks[0].chunk_hashes, in.disks[0].chunk_hashes);
+  EXPECT_TRUE(out.was_running);
+  EXPECT_EQ(out.bytes_served, 12345u);
+
+  // Every state; a failed export carries its error; a preparing one has no description yet.
+  for (agent::ExportState st :
+       {agent::ExportState::kPreparing, agent::ExportState::kShuttingDown,
+        agent::ExportState::kServing, agent::ExportState::kFailed, agent::ExportState::kClosed}) {
+    agent::ExportInfo e;
+    e.id = "m-8";
+    e.spec.id = "m-8";
+    e.spec.vm = "g1";
+    e.state = st;
+    if (st == agent::ExportState::kFailed) {
+      e.error = Status::FailedPrecondition("g1 did not shut down within 120 s");
+    }
+    agent::ExportInfo back;
+    const std::string t = ToJson(e);
+    ASSERT_TRUE(FromJson(t, &back).ok()) << t;
+    EXPECT_EQ(back.state, st);
+    EXPECT_EQ(back.error, e.error);
+    EXPECT_EQ(back.vm.name, "");
+    EXPECT_NE(t.find("\"vm\":null"), std::string::npos) << t;
+  }
+}
+
+TEST(AgentJson, SharesRoundTrip) {
+  std::vector<ShareInfo> shares = {{"exports", "/srv/exports", false}, {"staging", "/srv/s", true}};
+  const std::string text = ToJson(shares);
+  EXPECT_EQ(text, R"({"shares":[{"name":"exports","path":"/srv/exports","writable":false},)"
+                  R"({"name":"staging","path":"/srv/s","writable":true}]})");
+  std::vector<ShareInfo> back;
+  ASSERT_TRUE(FromJson(text, &back).ok());
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[1].name, "staging");
+  EXPECT_TRUE(back[1].writable);
+
+  ShareListing listing;
+  sources::ShareVm vm{"g1/vm.json", "exports", SampleDescription()};
+  listing.vms.push_back(vm);
+  listing.problems = {"odd.ovf: OVF: no VirtualSystem (skipped)"};
+  ShareListing lback;
+  Status s = FromJson(ToJson(listing), &lback);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(ToJson(lback), ToJson(listing));
+  ASSERT_EQ(lback.vms.size(), 1u);
+  EXPECT_EQ(lback.vms[0].id, "g1/vm.json");
+  EXPECT_EQ(lback.vms[0].vm.nics[0].mac, "52:54:00:aa:bb:cc");
+  EXPECT_EQ(lback.problems, listing.problems);
+  sources::ShareVm vback;
+  ASSERT_TRUE(FromJson(ToJson(vm), &vback).ok());
+  EXPECT_EQ(vback.share, "exports");
+}
+
+TEST(AgentJson, BadExportsAndSharesNameTheField) {
+  auto spec_error = [](const std::string& text) {
+    agent::ExportSpec s;
+    return FromJson(text, &s);
+  };
+  auto info_error = [](const std::string& text) {
+    agent::ExportInfo e;
+    return FromJson(text, &e);
+  };
+  EXPECT_EQ(spec_error(R"({"id":"m1"})").message(),
+            "vm: exactly one of vm or share + share_vm must be given");
+  EXPECT_EQ(spec_error(R"({"id":"m1","vm":"g1","share":"x","share_vm":"y"})").message(),
+            "vm: exactly one of vm or share + share_vm must be given");
+  EXPECT_EQ(spec_error(R"({"id":"m1","share_vm":"y"})").message(),
+            "share: missing (share_vm is given)");
+  EXPECT_EQ(spec_error(R"({"id":"a/b","vm":"g1"})").message(),
+            "id: must be 1-128 characters of [A-Za-z0-9._-], not starting with '.'");
+  EXPECT_EQ(spec_error(R"({"id":"m1","vm":"g1","shutdown":{"timeout_ms":-5}})").message(),
+            "shutdown.timeout_ms: out of range (0 to 86400000)");
+  EXPECT_EQ(spec_error(R"({"id":"m1","vm":"g1","shutdown":{"force":"yes"}})").message(),
+            "shutdown.force: expected true or false");
+  EXPECT_EQ(spec_error(R"({"id":"m1","vm":"g1","hash_chunk_size":1000})").message(),
+            "hash_chunk_size: expected 0 (no hashing) or a multiple of 4096 from 4096 to "
+            "268435456");
+  EXPECT_EQ(spec_error(R"({"id":"m1","vm":"g1"})").code(), ErrorCode::kOk);
+
+  agent::ExportInfo good = SampleExport();
+  std::string text = ToJson(good);
+  auto replaced = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    const size_t at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) t.replace(at, from.size(), to);
+    return t;
+  };
+  const std::string h1 = ToHex(good.disks[0].chunk_hashes[1]);
+  Status bad_hash = info_error(replaced(h1, "abc"));
+  EXPECT_EQ(bad_hash.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(bad_hash.message(),
+            "disks[0].chunk_hashes[1]: expected 64 hex digits, got 3 characters");
+  EXPECT_EQ(info_error(replaced("\"" + h1 + "\"", "7")).message(),
+            "disks[0].chunk_hashes[1]: expected a string");
+  EXPECT_EQ(info_error(replaced("\"state\":\"serving\"", "\"state\":\"open\"")).message(),
+            "state: unknown value \"open\" (expected one of preparing, shutting-down, serving, "
+            "failed, closed)");
+  EXPECT_EQ(info_error(replaced("\"state\":\"serving\"", "\"state\":\"failed\"")).message(),
+            "error: missing (state is failed)");
+  EXPECT_EQ(info_error(replaced("\"hash_state\":\"done\"", "\"hash_state\":1")).message(),
+            "disks[0].hash_state: expected a string");
+  EXPECT_EQ(info_error(replaced("\"id\":\"m-7\",\"state\"", "\"id\":\"m-6\",\"state\"")).message(),
+            "spec.id: differs from id");
+  EXPECT_EQ(info_error(replaced("\"bytes_served\":12345", "\"bytes_served\":-1")).message(),
+            "bytes_served: expected an unsigned integer");
+  Status bad_vm = info_error(replaced("\"vcpus\":2", "\"vcpus\":\"two\""));
+  EXPECT_EQ(bad_vm.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(bad_vm.message().rfind("vm: ", 0), 0u) << bad_vm.message();
+  EXPECT_NE(bad_vm.message().find("vcpus"), std::string::npos) << bad_vm.message();
+  {
+    std::string many = R"({"id":"m1","state":"serving","disks":[)";
+    for (int i = 0; i < 65; ++i) many += std::string(i ? "," : "") + R"({"id":"d"})";
+    many += "]}";
+    EXPECT_EQ(info_error(many).message(), "disks: too many items (65, at most 64)");
+  }
+
+  std::vector<ShareInfo> shares;
+  EXPECT_EQ(FromJson(R"({"shares":[{"path":"/x"}]})", &shares).message(),
+            "shares[0].name: missing required field");
+  EXPECT_EQ(FromJson(R"({"share":[]})", &shares).message(), "shares: missing required field");
+  ShareListing listing;
+  EXPECT_EQ(FromJson(R"({"vms":[{"id":"a.ova","share":"s"}]})", &listing).message(),
+            "vms[0].vm: missing required field");
+  Status bad_desc = FromJson(R"({"vms":[{"id":"a.ova","share":"s","vm":{"name":3}}]})", &listing);
+  EXPECT_EQ(bad_desc.code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(bad_desc.message().rfind("vms[0].vm: ", 0), 0u) << bad_desc.message();
+  EXPECT_EQ(FromJson(R"({"vms":[],"problems":[1]})", &listing).message(),
+            "problems[0]: expected a string");
 }
 
 TEST(AgentJson, JobIdsAndKindNames) {

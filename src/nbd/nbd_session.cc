@@ -670,7 +670,8 @@ class Session {
       Builder h;
       h.U32(kSimpleReplyMagic).U32(0).U64(r.handle);
       std::span<const uint8_t> pieces[] = {h.bytes(), std::span(buf.data(), r.length)};
-      if (Send(pieces)) CountPayload(r.length);
+      CountPayload(r.length);  // before the write: a client that has the data sees it counted
+      Send(pieces);
       return;
     }
     std::vector<std::array<uint8_t, kStructuredReplyHeaderSize + 12>> headers(runs.size());
@@ -698,7 +699,8 @@ class Session {
         data_bytes += run.length;
       }
     }
-    if (Send(pieces)) CountPayload(data_bytes);
+    CountPayload(data_bytes);
+    Send(pieces);
   }
 
   // Splits a read into data and zero runs from the source's extents. Empty: read it all.

@@ -94,8 +94,8 @@ struct NbdSessionOptions {
   std::function<void(std::string_view)> log;
   // Prefix for log lines, e.g. the peer address.
   std::string peer;
-  // If set, the data bytes of every READ reply sent are added here (holes sent as
-  // NBD_REPLY_TYPE_OFFSET_HOLE carry no payload and are not counted).
+  // If set, the data bytes of every READ reply are added here as the reply is written (holes
+  // sent as NBD_REPLY_TYPE_OFFSET_HOLE carry no payload and are not counted).
   std::atomic<uint64_t>* payload_bytes_sent = nullptr;
 };
 

@@ -13,16 +13,13 @@
 #include <pugixml.hpp>
 #include <string>
 
+#include "sources/limits.h"
 #include "sources/share.h"
 
 namespace ferry::sources {
 namespace {
 
 constexpr size_t kMaxXmlBytes = 16 << 20;
-constexpr size_t kMaxDisks = 64;
-constexpr size_t kMaxNics = 64;
-constexpr size_t kMaxStringBytes = 4096;
-constexpr uint64_t kMaxVcpus = 4096;
 constexpr uint64_t kMaxMemoryMb = 16ull << 20;  // 16 TiB in MB
 constexpr uint64_t kMiB = 1 << 20;
 // The emulated IDE controllers' device GUID; every other controller section is SCSI.
@@ -158,8 +155,8 @@ Status ReadControllers(const Reader& r, pugi::xml_node section, const std::strin
       if (Lower(type) != "vhd") {
         // ISO, VFD, NONE, PHYSICAL: not a virtual hard disk file.
         if (!path.empty()) {
-          vm.problems.push_back(std::string(controller.name()) + "/" + drive.name() + ": " +
-                                type.substr(0, 16) + " drive " + path + " is not moved");
+          AddProblem(vm, std::string(controller.name()) + "/" + drive.name() + ": " +
+                             type.substr(0, 16) + " drive " + path + " is not moved");
         }
         continue;
       }
@@ -261,14 +258,15 @@ Result<VmDescription> ParseHyperVConfig(std::string_view xml, const std::string&
       vm.firmware = "uefi";
     } else if (generation != 0) {
       vm.firmware.clear();
-      vm.problems.push_back("Hyper-V configuration: unknown VM subtype " +
-                            std::to_string(generation) + " (firmware unknown)");
+      AddProblem(vm, "Hyper-V configuration: unknown VM subtype " + std::to_string(generation) +
+                         " (firmware unknown)");
     }
   }
 
   const pugi::xml_node settings = root.child("settings");
   if (const pugi::xml_node count = settings.child("processors").child("count")) {
-    FERRY_ASSIGN_OR_RETURN(const uint64_t vcpus, r.Integer(count, 1, kMaxVcpus));
+    FERRY_ASSIGN_OR_RETURN(const uint64_t vcpus,
+                           r.Integer(count, 1, static_cast<uint64_t>(kMaxVcpus)));
     vm.vcpus = static_cast<int>(vcpus);
   }
   const pugi::xml_node bank = settings.child("memory").child("bank");
@@ -278,8 +276,8 @@ Result<VmDescription> ParseHyperVConfig(std::string_view xml, const std::string&
     if (const pugi::xml_node dynamic = bank.child("dynamic_memory_enabled")) {
       FERRY_ASSIGN_OR_RETURN(const bool enabled, r.Bool(dynamic));
       if (enabled) {
-        vm.problems.push_back("Hyper-V configuration: dynamic memory: the startup size " +
-                              std::to_string(mb) + " MB is used");
+        AddProblem(vm, "Hyper-V configuration: dynamic memory: the startup size " +
+                           std::to_string(mb) + " MB is used");
       }
     }
   }
@@ -318,6 +316,7 @@ Result<VmDescription> ParseHyperVConfig(std::string_view xml, const std::string&
     }
   }
   ComputeMissing(vm);
+  FERRY_TRY(CheckDescriptionLimits(vm, where + ": Hyper-V configuration"));
   return vm;
 }
 

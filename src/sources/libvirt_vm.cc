@@ -8,15 +8,11 @@
 
 #include "disk/image.h"
 #include "hypervisor/domain_xml.h"
+#include "sources/limits.h"
 #include "sources/share.h"
 
 namespace ferry::sources {
 namespace {
-
-constexpr size_t kMaxDisks = 64;
-constexpr size_t kMaxNics = 64;
-constexpr size_t kMaxStringBytes = 4096;
-constexpr uint64_t kMaxMemoryBytes = 16ull << 40;
 
 std::string Trim(std::string_view s) {
   constexpr std::string_view kSpace = " \t\r\n";
@@ -106,7 +102,7 @@ Result<VmDescription> Describe(std::string_view xml, const std::string& where,
 
   for (const hypervisor::VmDisk& d : dom.disks) {
     if (d.device != "disk") {
-      vm.problems.push_back(d.target + ": " + d.device + " is not moved");
+      AddProblem(vm, d.target + ": " + d.device + " is not moved");
       continue;
     }
     std::string file = d.source_path;
@@ -119,12 +115,12 @@ Result<VmDescription> Describe(std::string_view xml, const std::string& where,
     const bool volume_with_file = d.type == "volume" && known != nullptr &&
                                   !known->source_path.empty() && known->type != "block";
     if (d.type != "file" && !volume_with_file) {
-      vm.problems.push_back(d.target + ": " + DiskTypeNoun(d.type) + " cannot be moved cold");
+      AddProblem(vm, d.target + ": " + DiskTypeNoun(d.type) + " cannot be moved cold");
       continue;
     }
     if (volume_with_file) file = known->source_path;
     if (file.empty()) {
-      vm.problems.push_back(d.target + ": no source file (empty drive) is not moved");
+      AddProblem(vm, d.target + ": no source file (empty drive) is not moved");
       continue;
     }
     if (vm.disks.size() >= kMaxDisks) {
@@ -164,12 +160,13 @@ Result<VmDescription> Describe(std::string_view xml, const std::string& where,
       if (mac.ok()) {
         nic.mac = *mac;
       } else {
-        vm.problems.push_back(nic.id + ": " + mac.status().message() + " (no MAC kept)");
+        AddProblem(vm, nic.id + ": " + mac.status().message() + " (no MAC kept)");
       }
     }
     vm.nics.push_back(std::move(nic));
   }
   ComputeMissing(vm);
+  FERRY_TRY(CheckDescriptionLimits(vm, where + ": domain XML"));
   return vm;
 }
 

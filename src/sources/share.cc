@@ -21,6 +21,7 @@
 #include "common/file.h"
 #include "disk/image.h"
 #include "disk/ova/ova.h"
+#include "sources/limits.h"
 
 namespace ferry::sources {
 namespace {
@@ -28,7 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr uint64_t kMiB = 1 << 20;
-constexpr size_t kMaxDisks = 64;
 constexpr uint64_t kMaxMemoryMb = 16ull << 20;
 
 std::string Lower(std::string_view s) {
@@ -219,8 +219,9 @@ Status AddOpenedDisk(const ShareContext& share, const std::string& rel, const st
   return Status::Ok();
 }
 
-// Sets what every share VM has in common.
-void Finish(const ShareContext& share, const std::string& rel, Described& d) {
+// Sets what every share VM has in common and checks that it can be sent as JSON (a file
+// name that is not UTF-8 cannot).
+Status Finish(const ShareContext& share, const std::string& rel, Described& d) {
   d.vm.id = rel;
   d.vm.share = share.name;
   d.vm.vm.descriptor = share.Abs(rel);
@@ -231,12 +232,13 @@ void Finish(const ShareContext& share, const std::string& rel, Described& d) {
   for (size_t i = 0; i < d.vm.vm.nics.size(); ++i) d.vm.vm.nics[i].id = "nic" + std::to_string(i);
   ComputeMissing(d.vm.vm);
   d.files.insert(share.Abs(rel));
+  return CheckDescriptionLimits(d.vm.vm, rel);
 }
 
 std::string OvfFirmware(const std::string& firmware, VmDescription& vm) {
   if (firmware == "efi") return "uefi";
   if (firmware == "bios" || firmware.empty()) return "bios";  // VMware's default is BIOS
-  vm.problems.push_back("OVF: unknown firmware '" + firmware.substr(0, 32) + "'");
+  AddProblem(vm, "OVF: unknown firmware '" + firmware.substr(0, 32) + "'");
   return "";
 }
 
@@ -267,7 +269,7 @@ Status FromOvf(const OvfDescriptor& ovf, const std::string& rel, VmDescription& 
       if (mac.ok()) {
         nic.mac = *mac;
       } else {
-        vm.problems.push_back("OVF: " + n.name + ": " + mac.status().message());
+        AddProblem(vm, "OVF: " + n.name + ": " + mac.status().message());
       }
     }
     vm.nics.push_back(std::move(nic));
@@ -283,7 +285,7 @@ Result<Described> DescribeOva(const ShareContext& share, const std::string& rel)
   if (!package.ok()) return Named(package.status(), rel);
   Described d;
   FERRY_TRY(FromOvf(package->ovf, rel, d.vm.vm));
-  for (const std::string& p : package->problems) d.vm.vm.problems.push_back(p);
+  for (const std::string& p : package->problems) AddProblem(d.vm.vm, p);
   for (size_t i = 0; i < package->ovf.disks.size(); ++i) {
     const OvfDisk& od = package->ovf.disks[i];
     bool present = false;
@@ -443,9 +445,9 @@ Result<Described> DescribeHyperVVmcx(const ShareContext& share, const std::strin
   vm.platform = Platform::kHyperV;
   vm.name = folders.export_rel.empty() ? Stem(rel) : BaseName(folders.export_rel);
   vm.firmware.clear();
-  vm.problems.push_back(BaseName(rel) +
-                        ": .vmcx is a binary format Ferry does not read; the plan must supply "
-                        "vcpus, memory and firmware");
+  AddProblem(vm, BaseName(rel) +
+                     ": .vmcx is a binary format Ferry does not read; the plan must supply "
+                     "vcpus, memory and firmware");
   std::vector<std::string> rels;
   if (!folders.disks_rel.empty()) {
     for (const std::string& n : ListFiles(share.Abs(folders.disks_rel))) {
@@ -506,8 +508,8 @@ Result<std::string> ResolveLibvirtPath(const ShareContext& share, const std::str
   if (BaseName(path).empty() || !RealPath(beside).ok()) return real;
   auto resolved = ResolveInShare(share, rel, beside, what);
   if (resolved.ok()) {
-    vm.problems.push_back(what + ": " + path + " is not in the share; using " + BaseName(path) +
-                          " beside the domain XML");
+    AddProblem(vm, what + ": " + path + " is not in the share; using " + BaseName(path) +
+                       " beside the domain XML");
   }
   return resolved;
 }
@@ -572,11 +574,11 @@ Result<Described> DescribeDescriptor(const ShareContext& share, const std::strin
     case Kind::kBareDisk: break;
   }
   if (!d.ok()) return Named(d.status(), rel);
-  Finish(share, rel, *d);
+  FERRY_TRY(Finish(share, rel, *d));
   return d;
 }
 
-Described DescribeBare(const ShareContext& share, const BareDisk& b) {
+Result<Described> DescribeBare(const ShareContext& share, const BareDisk& b) {
   Described d;
   VmDescription& vm = d.vm.vm;
   vm.name = Stem(b.rel);
@@ -589,7 +591,7 @@ Described DescribeBare(const ShareContext& share, const BareDisk& b) {
   disk.source_ref = BaseName(b.rel);
   vm.disks.push_back(std::move(disk));
   d.files.insert(b.opened.files.begin(), b.opened.files.end());
-  Finish(share, b.rel, d);
+  FERRY_TRY(Finish(share, b.rel, d));
   return d;
 }
 
@@ -707,11 +709,19 @@ ShareScan Scan(const ShareContext& share, std::map<std::string, Status>* errors)
     candidates.push_back(rel);
   }
   for (const BareDisk& b : OpenBareDisks(share, candidates, &scan.problems, errors)) {
-    scan.vms.push_back(DescribeBare(share, b).vm);
+    auto d = DescribeBare(share, b);
+    if (!d.ok()) {
+      scan.problems.push_back(d.status().message() + " (skipped)");
+      if (errors != nullptr) errors->emplace(b.rel, d.status());
+      continue;
+    }
+    scan.vms.push_back(std::move(d->vm));
   }
   std::sort(scan.vms.begin(), scan.vms.end(),
             [](const ShareVm& a, const ShareVm& b) { return a.id < b.id; });
-  // Problems start with the file's id: sorted, they read in the share's order.
+  // Problems start with the file's id: sorted, they read in the share's order. File names
+  // need not be UTF-8; the JSON they travel in must be.
+  for (std::string& p : scan.problems) p = SanitizeUtf8(p);
   std::sort(scan.problems.begin(), scan.problems.end());
   if (w.capped) {
     scan.problems.push_back("share " + share.name + ": more than " +

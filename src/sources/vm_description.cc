@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "sources/limits.h"
+
 namespace ferry::sources {
 namespace {
 
@@ -14,15 +16,9 @@ using nlohmann::json;
 constexpr int kFormatVersion = 1;
 constexpr const char* kVersionKey = "ferry_vm_description";
 
-// Caps on untrusted descriptions (docs/formats/vm-description.md, "Limits").
+// Caps on untrusted descriptions beyond limits.h.
 constexpr size_t kMaxJsonBytes = 16 << 20;
 constexpr size_t kMaxNesting = 16;  // the format needs 3 levels; more is not a description
-constexpr size_t kMaxDisks = 64;
-constexpr size_t kMaxNics = 64;
-constexpr size_t kMaxStringBytes = 4096;
-constexpr size_t kMaxListStrings = 1024;  // missing, problems
-constexpr int64_t kMaxVcpus = 4096;
-constexpr uint64_t kMaxMemoryBytes = 16ull << 40;  // 16 TiB
 constexpr int64_t kMaxOvaDiskIndex = 1023;
 
 // The deepest bracket nesting of `text`, outside strings. nlohmann's parser is iterative, but
@@ -159,13 +155,12 @@ class ObjectReader {
   std::set<std::string> seen_;
 };
 
+// A format is a name, not necessarily one Ferry reads: a KVM source's qed disk is described as
+// it is, and plan validation (disk_format) says that Ferry cannot read it.
 Status CheckFormat(ObjectReader& r, const std::string& format) {
-  static constexpr const char* kKnown[] = {"", "qcow2", "raw", "vmdk", "vhdx", "vhd", "ova"};
-  for (const char* k : kKnown) {
-    if (format == k) return Status::Ok();
-  }
-  return r.Error("format",
-                 "'" + format.substr(0, 32) + "' is not one of qcow2, raw, vmdk, vhdx, vhd, ova");
+  if (IsFormatName(format)) return Status::Ok();
+  return r.Error("format", "'" + format.substr(0, 32) +
+                               "' is not a format name ([a-z0-9._-], at most 32, such as qcow2)");
 }
 
 Result<DiskDescription> DiskFromJson(const json& j, const std::string& where,
@@ -422,6 +417,140 @@ Result<VmDescription> VmDescriptionFromJson(std::string_view text, const std::st
   FERRY_TRY(r.String("descriptor", &vm.descriptor));
   FERRY_TRY(r.NoUnknownKeys());
   return vm;
+}
+
+namespace {
+
+// Length of the well-formed UTF-8 sequence at s[i], or 0 (RFC 3629, table 3-7 of Unicode).
+size_t Utf8SequenceAt(std::string_view s, size_t i) {
+  const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xbf;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    if (c == 0xe0) lo = 0xa0;
+    if (c == 0xed) hi = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    if (c == 0xf0) lo = 0x90;
+    if (c == 0xf4) hi = 0x8f;
+  } else {
+    return 0;
+  }
+  if (i + n > s.size()) return 0;
+  if (b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if (b(i + k) < 0x80 || b(i + k) > 0xbf) return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+bool IsFormatName(std::string_view s) {
+  if (s.size() > 32) return false;
+  for (const char c : s) {
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool IsValidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8SequenceAt(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+std::string SanitizeUtf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8SequenceAt(s, i);
+    if (n == 0) {
+      out.push_back('?');
+      ++i;
+    } else {
+      out.append(s.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
+
+Status CheckDescriptionLimits(const VmDescription& vm, const std::string& where) {
+  auto check = [&](const std::string& value, const std::string& field) -> Status {
+    if (value.size() > kMaxStringBytes) {
+      return Status::Corrupt(where + ": " + field + ": " + std::to_string(value.size()) +
+                             " bytes, more than the cap of " + std::to_string(kMaxStringBytes));
+    }
+    if (!IsValidUtf8(value)) return Status::Corrupt(where + ": " + field + ": not valid UTF-8");
+    return Status::Ok();
+  };
+  FERRY_TRY(check(vm.name, "name"));
+  FERRY_TRY(check(vm.uuid, "uuid"));
+  FERRY_TRY(check(vm.firmware, "firmware"));
+  FERRY_TRY(check(vm.machine, "machine"));
+  FERRY_TRY(check(vm.arch, "arch"));
+  FERRY_TRY(check(vm.os, "os"));
+  FERRY_TRY(check(vm.descriptor, "descriptor"));
+  FERRY_TRY(check(vm.direct_boot.kernel, "direct_boot.kernel"));
+  FERRY_TRY(check(vm.direct_boot.initrd, "direct_boot.initrd"));
+  FERRY_TRY(check(vm.direct_boot.cmdline, "direct_boot.cmdline"));
+  if (vm.disks.size() > kMaxDisks) {
+    return Status::TooLarge(where + ": " + std::to_string(vm.disks.size()) +
+                            " disks, more than the cap of " + std::to_string(kMaxDisks));
+  }
+  if (vm.nics.size() > kMaxNics) {
+    return Status::TooLarge(where + ": " + std::to_string(vm.nics.size()) +
+                            " NICs, more than the cap of " + std::to_string(kMaxNics));
+  }
+  for (size_t i = 0; i < vm.disks.size(); ++i) {
+    const DiskDescription& d = vm.disks[i];
+    const std::string at = "disks[" + std::to_string(i) + "].";
+    if (!IsFormatName(d.format)) {
+      return Status::Corrupt(where + ": " + at + "format: '" +
+                             SanitizeUtf8(d.format.substr(0, 32)) + "' is not a format name");
+    }
+    for (const auto& [value, field] :
+         {std::pair{&d.id, "id"}, std::pair{&d.file, "file"}, std::pair{&d.format, "format"},
+          std::pair{&d.bus, "bus"}, std::pair{&d.datastore, "datastore"},
+          std::pair{&d.source_ref, "source_ref"}}) {
+      FERRY_TRY(check(*value, at + field));
+    }
+  }
+  for (size_t i = 0; i < vm.nics.size(); ++i) {
+    const NicDescription& n = vm.nics[i];
+    const std::string at = "nics[" + std::to_string(i) + "].";
+    for (const auto& [value, field] : {std::pair{&n.id, "id"}, std::pair{&n.network, "network"},
+                                       std::pair{&n.mac, "mac"}, std::pair{&n.model, "model"}}) {
+      FERRY_TRY(check(*value, at + field));
+    }
+  }
+  return Status::Ok();
+}
+
+void AddProblem(VmDescription& vm, std::string line) {
+  if (vm.problems.size() >= kMaxListStrings) return;
+  if (vm.problems.size() == kMaxListStrings - 1) {
+    line = "more problems were not recorded (at most " + std::to_string(kMaxListStrings) + ")";
+  }
+  line = SanitizeUtf8(line);
+  if (line.size() > kMaxStringBytes) {
+    // Cut on a character boundary so that the line stays valid UTF-8.
+    size_t cut = kMaxStringBytes;
+    while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xc0) == 0x80) --cut;
+    line.resize(cut);
+  }
+  vm.problems.push_back(std::move(line));
 }
 
 void ComputeMissing(VmDescription& vm) {

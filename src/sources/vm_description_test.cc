@@ -98,7 +98,7 @@ TEST(VmDescriptionTest, JsonRoundTrip) {
 TEST(VmDescriptionTest, MinimalDocumentGetsDefaults) {
   auto vm = VmDescriptionFromJson(
       R"({"ferry_vm_description": 1, "name": "web1",
-          "disks": [{"file": "web1-disk0.qcow2"}, {"file": "b.raw", "id": "data"}],
+          "disks": [{"file": "web1-disk0.qcow2"}, {"file": "b.qed", "id": "data", "format": "qed"}],
           "nics": [{"mac": "00-15-5D-0A-0B-0C"}]})",
       "web1/vm.json");
   ASSERT_TRUE(vm.ok()) << vm.status().ToString();
@@ -106,6 +106,7 @@ TEST(VmDescriptionTest, MinimalDocumentGetsDefaults) {
   EXPECT_EQ(vm->arch, "x86_64");
   EXPECT_EQ(vm->disks[0].id, "disk0");
   EXPECT_EQ(vm->disks[1].id, "data");
+  EXPECT_EQ(vm->disks[1].format, "qed");  // described as it is; plan validation refuses it
   EXPECT_EQ(vm->disks[0].ova_disk_index, -1);
   EXPECT_EQ(vm->nics[0].id, "nic0");
   EXPECT_EQ(vm->nics[0].mac, "00:15:5d:0a:0b:0c");
@@ -133,8 +134,9 @@ TEST(VmDescriptionTest, MalformedDocumentsNameTheField) {
        "ferry)"},
       {head + R"("disks": [], "firmware": "efi"})",
        "db1/vm.json: firmware: 'efi' is not bios, uefi or \"\""},
-      {head + R"("disks": [{"file": "a", "format": "qed"}]})",
-       "db1/vm.json: disks[0].format: 'qed' is not one of qcow2, raw, vmdk, vhdx, vhd, ova"},
+      {head + R"("disks": [{"file": "a", "format": "QCOW 2"}]})",
+       "db1/vm.json: disks[0].format: 'QCOW 2' is not a format name ([a-z0-9._-], at most 32, "
+       "such as qcow2)"},
       {head + R"("disks": [{"file": "a.ova", "format": "ova"}]})",
        "db1/vm.json: disks[0].ova_disk_index: required for format ova (0 = the OVF's first "
        "disk)"},

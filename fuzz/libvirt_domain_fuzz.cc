@@ -1,0 +1,18 @@
+// Fuzz target for ParseLibvirtDomain: a libvirt <domain> XML from an export share. What it
+// returns must be a valid description (it serializes and parses back).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "sources/share.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  auto vm = ferry::sources::ParseLibvirtDomain(text, "fuzz.xml");
+  if (!vm.ok()) return 0;
+  if (!ferry::sources::VmDescriptionFromJson(ferry::sources::ToJson(*vm), "fuzz").ok()) {
+    std::abort();
+  }
+  return 0;
+}
