@@ -29,6 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RoundTrip<ferry::api::AgentJobRecord>(text);
   RoundTrip<ferry::agent::MigrationJobSpec>(text);
   RoundTrip<ferry::agent::JobResult>(text);
+  RoundTrip<ferry::agent::JobProgress>(text);
+  RoundTrip<ferry::plan::TargetVm>(text);
   RoundTrip<ferry::hypervisor::CpuCheck>(text);
   RoundTrip<ferry::api::PlatformCheckRequest>(text);
   RoundTrip<ferry::api::AgentHealth>(text);

@@ -15,6 +15,7 @@ constexpr size_t kMaxConfigBytes = 1 << 20;
 constexpr size_t kMaxHostIdLength = 64;
 constexpr int kMaxPort = 65535;
 constexpr size_t kMaxShares = 256;
+constexpr int64_t kMaxCopyWorkers = 64;
 
 Status Bad(std::string_view field, const std::string& what) {
   return Status::InvalidArgument(std::string(field) + ": " + what);
@@ -59,7 +60,8 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text) {
   const Field fields[] = {{"listen", &c.listen},           {"token", &c.token},
                           {"libvirt_uri", &c.libvirt_uri}, {"migration_uri", &c.migration_uri},
                           {"host_id", &c.host_id},         {"state_dir", &c.state_dir}};
-  const char* const optional_fields[] = {"shares", "data_address"};
+  const char* const optional_fields[] = {"shares", "data_address", "default_domain_type",
+                                         "copy_workers"};
   for (const auto& [key, value] : j.items()) {
     bool known = false;
     for (const Field& f : fields) known = known || key == f.name;
@@ -67,7 +69,8 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text) {
     if (!known) {
       return Status::InvalidArgument("unknown field \"" + key.substr(0, 64) +
                                      "\" (expected listen, token, libvirt_uri, migration_uri, "
-                                     "host_id, state_dir, shares, data_address)");
+                                     "host_id, state_dir, shares, data_address, "
+                                     "default_domain_type, copy_workers)");
     }
   }
   for (const Field& f : fields) {
@@ -124,6 +127,22 @@ Result<AgentConfig> ParseAgentConfig(std::string_view text) {
     }
   }
   if (c.data_address.empty()) c.data_address = ListenHost(c.listen);
+  if (auto it = j.find("default_domain_type"); it != j.end()) {
+    if (!it->is_string()) return Bad("default_domain_type", "expected a string");
+    c.default_domain_type = it->get<std::string>();
+    if (c.default_domain_type != "kvm" && c.default_domain_type != "qemu") {
+      return Bad("default_domain_type",
+                 "\"" + c.default_domain_type.substr(0, 64) + "\": expected kvm or qemu");
+    }
+  }
+  if (auto it = j.find("copy_workers"); it != j.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 ||
+        it->get<int64_t>() > kMaxCopyWorkers) {
+      return Bad("copy_workers",
+                 "expected an integer from 1 to " + std::to_string(kMaxCopyWorkers));
+    }
+    c.copy_workers = static_cast<int>(it->get<int64_t>());
+  }
   return c;
 }
 

@@ -1,8 +1,9 @@
 // ferry-agent's configuration file (docs/control-plane.md, "Agent API"):
 //   {"listen": "127.0.0.11:7801", "token": "secret", "libvirt_uri": "qemu+tcp://127.0.0.11/system",
 //    "migration_uri": "tcp://127.0.0.11", "host_id": "host1", "state_dir": "/var/lib/ferry-agent",
-//    "shares": {"exports": "/srv/exports"}, "data_address": "127.0.0.11"}
-// Every field up to state_dir is required; shares and data_address are optional. An unknown
+//    "shares": {"exports": "/srv/exports"}, "data_address": "127.0.0.11",
+//    "default_domain_type": "kvm", "copy_workers": 4}
+// Every field up to state_dir is required; the rest are optional. An unknown
 // field is an error (a typo must not silently fall back to a default). Errors are
 // kInvalidArgument naming the file and the field.
 //
@@ -31,6 +32,10 @@ struct AgentConfig {
   // The host cold-migration NBD exports listen on (port 0); ParseAgentConfig defaults it to
   // the host part of `listen`. "" (a config made in code): the service uses ListenHost(listen).
   std::string data_address;
+  // Cold jobs on this host (the target side): the libvirt domain type of the VMs they define
+  // when the job does not say ("kvm", or "qemu" for TCG hosts), and the copy threads per disk.
+  std::string default_domain_type = "kvm";
+  int copy_workers = 4;
 };
 
 bool IsValidShareName(std::string_view name);

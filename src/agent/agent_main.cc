@@ -11,6 +11,7 @@
 
 #include "agent/agent_config.h"
 #include "agent/agent_service.h"
+#include "agent/cold_job.h"
 #include "agent/export_registry.h"
 #include "agent/host_ops.h"
 #include "agent/migration_job.h"
@@ -39,7 +40,20 @@ int main(int argc, char** argv) {
 
   ferry::agent::AgentServiceOptions options;
   options.config = *config;
-  options.runner = ferry::agent::RunMigrationJob;
+  // Cold jobs run on the target host's agent (cold_job.h); every other kind on the source's.
+  ferry::agent::ColdJobEnv cold_env;
+  cold_env.libvirt_uri = config->libvirt_uri;
+  cold_env.state_dir = config->state_dir;
+  cold_env.default_domain_type = config->default_domain_type;
+  cold_env.shares = config->shares;
+  cold_env.copy_workers = config->copy_workers;
+  options.runner = [cold_env](const ferry::agent::MigrationJobSpec& spec,
+                              ferry::agent::JobContext& ctx) {
+    if (spec.kind == ferry::agent::MigrationKind::kCold) {
+      return ferry::agent::RunColdJob(spec, cold_env, ctx);
+    }
+    return ferry::agent::RunMigrationJob(spec, ctx);
+  };
   options.host = ferry::agent::NewLibvirtHostOps(config->libvirt_uri);
   // Cold migrations' source side: the shares of the config, NBD exports on data_address.
   ferry::agent::ExportRegistryOptions exports;

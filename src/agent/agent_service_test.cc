@@ -17,6 +17,7 @@
 #include <fstream>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "agent/agent_config.h"
 #include "api/agent_client.h"
@@ -757,6 +758,29 @@ TEST(AgentConfigTest, ValidatesEveryField) {
   expect_bad("\"host1\"", "\"host/1\"", "host_id:");
   expect_bad("/var/lib/ferry-agent", "var/lib", "state_dir: \"var/lib\" is not absolute");
   expect_bad(", \"migration_uri\": \"tcp://127.0.0.11\"", "", "migration_uri: missing");
+
+  // The cold-job fields: defaults, values, bad values.
+  EXPECT_EQ(c->default_domain_type, "kvm");
+  EXPECT_EQ(c->copy_workers, 4);
+  const std::string cold =
+      good.substr(0, good.size() - 1) + R"(, "default_domain_type": "qemu", "copy_workers": 2})";
+  auto cc = ParseAgentConfig(cold);
+  ASSERT_TRUE(cc.ok()) << cc.status().ToString();
+  EXPECT_EQ(cc->default_domain_type, "qemu");
+  EXPECT_EQ(cc->copy_workers, 2);
+  for (const auto& [from, to, start] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"\"qemu\"", "\"tcg\"", "default_domain_type: \"tcg\": expected kvm or qemu"},
+           {"\"qemu\"", "1", "default_domain_type: expected a string"},
+           {"\"copy_workers\": 2", "\"copy_workers\": 0", "copy_workers: expected an integer"},
+           {"\"copy_workers\": 2", "\"copy_workers\": \"2\"", "copy_workers: expected an integer"},
+       }) {
+    std::string text = cold;
+    text.replace(text.find(from), from.size(), to);
+    auto r = ParseAgentConfig(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().message().rfind(start, 0), 0u) << r.status().message();
+  }
 
   TempDir dir;
   auto missing = LoadAgentConfig(dir.path + "/none.json");

@@ -301,8 +301,8 @@ class ColdJob {
     ExportDisk exported;     // the source's view: URI, size, hashes
     std::string final_path;  // where the copy ends up (kvm: the pool; share: staging folder)
     DiskState* state = nullptr;
-    DiskProgress progress;      // GUARDED_BY(mu_)
-    bool created_here = false;  // this attempt created (not resumed) the file
+    DiskProgress progress;  // GUARDED_BY(mu_)
+    bool touched = false;   // this attempt ran a copy for it (its .ferry-part is ours)
   };
 
   // --- Steps ---
@@ -697,6 +697,7 @@ class ColdJob {
       return Status::Ok();
     }
     SetDiskState(d, "copying");
+    d.touched = true;
     const bool vhd_fixed = d.target->format == "vhd";
     Result<ImageFormat> format = ParseImageFormat(d.target->format);
     if (!format.ok()) return format.status();
@@ -1133,10 +1134,15 @@ class ColdJob {
     }
     if (cancelled) {
       // A cancelled migration leaves nothing behind on the target: a later one starts over.
+      // Only what this migration wrote: a file at a final path that is not recorded as
+      // copied by it may be someone else's (a name clash found later).
       for (Disk& d : disks_) {
-        RemoveQuietly(PartPathFor(d.final_path));
-        RemoveQuietly(JournalPathFor(d.final_path));
-        if (!state_.staged) RemoveQuietly(d.final_path);
+        const bool ours = d.touched || d.state->copied || d.state->bytes_read > 0;
+        if (ours) {
+          RemoveQuietly(PartPathFor(d.final_path));
+          RemoveQuietly(JournalPathFor(d.final_path));
+        }
+        if (d.state->copied && !state_.staged) RemoveQuietly(d.final_path);
       }
       if (ShareTarget() && !state_.staged && !staging_dir_.empty()) {
         std::error_code ec;

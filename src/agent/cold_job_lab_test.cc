@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -39,6 +41,20 @@ struct DownGuard {
     if (!root.empty()) (void)Lab::Down(root);
   }
 };
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool Replace(std::string& text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  if (at == std::string::npos) return false;
+  text.replace(at, from.size(), to);
+  return true;
+}
 
 class Context : public JobContext {
  public:
@@ -86,8 +102,28 @@ TEST(ColdJobLab, KvmVmToAnotherHostBootsAndVerifiesItsDisk) {
   gs.disk_format = "qcow2";
   gs.disk_mode = lab::DiskMode::kWrite;
   gs.disk_iops = 200;
+  gs.start = false;
   auto guest = lab.CreateGuest(gs);
   ASSERT_TRUE(guest.ok()) << guest.status().ToString();
+  // Lab guests name their disk as a pool volume; exports take file-backed disks (what
+  // DescribeLibvirtVm moves), so the guest is redefined with the same file as <disk
+  // type='file'> before it starts.
+  {
+    std::string xml = ReadText(guest->domain_xml);
+    ASSERT_TRUE(
+        Replace(xml, "<disk type='volume' device='disk'>", "<disk type='file' device='disk'>"));
+    const size_t from = xml.find("<source pool=");
+    ASSERT_NE(from, std::string::npos) << xml;
+    const size_t to = xml.find("/>", from);
+    xml.replace(from, to + 2 - from, "<source file='" + guest->disk_path + "'/>");
+    const std::string path = tmp.Join("cg1-file-disk.xml");
+    std::ofstream(path) << xml;
+    ASSERT_TRUE(lab.Virsh(1, {"undefine", "cg1"}).ok());
+    auto defined = lab.Virsh(1, {"define", path});
+    ASSERT_TRUE(defined.ok()) << defined.status().ToString();
+    auto started = lab.Virsh(1, {"start", "cg1"});
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+  }
   lab::ConsoleWatcher source_console(guest->console_log);
   source_console.Start();
   auto ready = source_console.WaitForLine("FERRY-READY", kBootTimeoutMs);

@@ -4,9 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "common/checksum.h"
+#include "test_util.h"
 
 namespace ferry::api {
 namespace {
@@ -780,6 +783,42 @@ TEST(AgentJsonCold, BadColdSpecsNameTheField) {
   s = FromJson(R"({"boot":{"elapsed_ms":-5}})", &r);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.message().rfind("boot.elapsed_ms: ", 0), 0u) << s.message();
+}
+
+}  // namespace
+}  // namespace ferry::api
+
+namespace ferry::api {
+namespace {
+
+std::string CorpusFile(const std::string& name) {
+  std::ifstream in(ferry::testing::SourceDir() + "/fuzz/corpus/agent_json_fuzz/" + name);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The fuzz corpus' cold seeds are what they say: valid ones parse, the bad one names its field.
+TEST(AgentJsonCold, CorpusSeedsParse) {
+  agent::MigrationJobSpec spec;
+  Status s = FromJson(CorpusFile("cold_spec.json"), &spec);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(spec.cold.vm.disks.size(), 2u);
+  s = FromJson(CorpusFile("cold_share_spec.json"), &spec);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(spec.cold.target_type, plan::EndpointType::kShare);
+  s = FromJson(CorpusFile("cold_bad_spec.json"), &spec);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message().rfind("cold.target_share: ", 0), 0u) << s.message();
+  plan::TargetVm vm;
+  s = FromJson(CorpusFile("target_vm.json"), &vm);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  AgentJob job;
+  s = FromJson(CorpusFile("cold_job.json"), &job);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_TRUE(job.result.has_value());
+  EXPECT_EQ(job.result->disks[0].recopied_bytes, 4u);
+  EXPECT_EQ(job.progress.disks[0].read_bytes, 60u);
 }
 
 }  // namespace
