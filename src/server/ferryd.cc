@@ -176,6 +176,14 @@ void Ferryd::RefreshHost(const std::string& host_id) {
   }
 }
 
+void Ferryd::RefreshHosts(const std::vector<std::string>& host_ids) {
+  if (host_ids.size() == 1) return RefreshHost(host_ids[0]);
+  std::vector<std::thread> readers;
+  readers.reserve(host_ids.size());
+  for (const std::string& id : host_ids) readers.emplace_back([this, id] { RefreshHost(id); });
+  for (std::thread& t : readers) t.join();
+}
+
 std::optional<Ferryd::HostState> Ferryd::HostSnapshot(const std::string& host_id) {
   std::lock_guard<std::mutex> lock(hosts_mu_);
   auto it = hosts_.find(host_id);
@@ -287,7 +295,9 @@ Ferryd::PlanResult Ferryd::Plan(const MigrationRequest& request) {
       return out;
     }
   }
-  for (const HostState& h : HostSnapshots()) RefreshHost(h.record.id);
+  std::vector<std::string> ids;
+  for (const HostState& h : HostSnapshots()) ids.push_back(h.record.id);
+  RefreshHosts(ids);
   if (!request.to.empty() && !HostSnapshot(request.to)) {
     out.status = Status::NotFound("target host " + request.to + " is not registered");
     return out;
@@ -776,19 +786,35 @@ api::HttpResponse Ferryd::RefreshHostApi(const api::HttpRequest& r) {
 
 api::HttpResponse Ferryd::ListVms(const api::HttpRequest& r) {
   std::string host = r.Query("host");
+  std::string cached = r.Query("cached", "false");
+  if (cached != "true" && cached != "false") {
+    return api::HttpResponse::Error(Status::InvalidArgument("cached: expected true or false"));
+  }
   if (!host.empty() && !HostSnapshot(host)) {
     return api::HttpResponse::Error(Status::NotFound("no host " + host));
   }
+  // Whoever asks for the VMs wants what the hosts run now: a guest started or moved since the
+  // last periodic refresh (inventory_refresh_ms) must show. So the hosts asked about are read
+  // now, unless the caller settles for the cache.
+  if (cached == "false") {
+    std::vector<std::string> ids;
+    for (const HostState& h : HostSnapshots()) {
+      if (host.empty() || h.record.id == host) ids.push_back(h.record.id);
+    }
+    RefreshHosts(ids);
+  }
   json list = json::array();
+  json hosts = json::array();
   for (const HostState& h : HostSnapshots()) {
     if (!host.empty() && h.record.id != host) continue;
+    hosts.push_back(json::parse(HostJson(h)));
     for (const hypervisor::VmInfo& vm : h.view.inventory.vms) {
       json v = ParseOr(api::ToJson(vm), json::object());
       v["host"] = h.record.id;
       list.push_back(v);
     }
   }
-  return api::HttpResponse::Json(json{{"vms", list}}.dump());
+  return api::HttpResponse::Json(json{{"vms", list}, {"hosts", hosts}}.dump());
 }
 
 api::HttpResponse Ferryd::CreateMigrations(const api::HttpRequest& r, bool validate_only) {
