@@ -184,6 +184,21 @@ void Ferryd::RefreshHosts(const std::vector<std::string>& host_ids) {
   for (std::thread& t : readers) t.join();
 }
 
+// A user asking for hosts or VMs wants what they are now: a guest started or moved, an agent
+// come up, since the last periodic refresh (inventory_refresh_ms) must show. So these answers
+// read the hosts concerned, unless the caller settles for the cache.
+Status Ferryd::RefreshForRequest(const api::HttpRequest& r, const std::string& only_host) {
+  const std::string cached = r.Query("cached", "false");
+  if (cached == "true") return Status::Ok();
+  if (cached != "false") return Status::InvalidArgument("cached: expected true or false");
+  std::vector<std::string> ids;
+  for (const HostState& h : HostSnapshots()) {
+    if (only_host.empty() || h.record.id == only_host) ids.push_back(h.record.id);
+  }
+  RefreshHosts(ids);
+  return Status::Ok();
+}
+
 std::optional<Ferryd::HostState> Ferryd::HostSnapshot(const std::string& host_id) {
   std::lock_guard<std::mutex> lock(hosts_mu_);
   auto it = hosts_.find(host_id);
@@ -702,13 +717,18 @@ std::string Ferryd::HostJson(const HostState& h) {
   return j.dump();
 }
 
-api::HttpResponse Ferryd::ListHosts(const api::HttpRequest&) {
+api::HttpResponse Ferryd::ListHosts(const api::HttpRequest& r) {
+  if (Status s = RefreshForRequest(r, ""); !s.ok()) return api::HttpResponse::Error(s);
   json list = json::array();
   for (const HostState& h : HostSnapshots()) list.push_back(json::parse(HostJson(h)));
   return api::HttpResponse::Json(json{{"hosts", list}}.dump());
 }
 
 api::HttpResponse Ferryd::GetHost(const api::HttpRequest& r) {
+  if (!HostSnapshot(r.Param("id"))) {
+    return api::HttpResponse::Error(Status::NotFound("no host " + r.Param("id")));
+  }
+  if (Status s = RefreshForRequest(r, r.Param("id")); !s.ok()) return api::HttpResponse::Error(s);
   std::optional<HostState> h = HostSnapshot(r.Param("id"));
   if (!h) return api::HttpResponse::Error(Status::NotFound("no host " + r.Param("id")));
   return api::HttpResponse::Json(HostJson(*h));
@@ -786,23 +806,10 @@ api::HttpResponse Ferryd::RefreshHostApi(const api::HttpRequest& r) {
 
 api::HttpResponse Ferryd::ListVms(const api::HttpRequest& r) {
   std::string host = r.Query("host");
-  std::string cached = r.Query("cached", "false");
-  if (cached != "true" && cached != "false") {
-    return api::HttpResponse::Error(Status::InvalidArgument("cached: expected true or false"));
-  }
   if (!host.empty() && !HostSnapshot(host)) {
     return api::HttpResponse::Error(Status::NotFound("no host " + host));
   }
-  // Whoever asks for the VMs wants what the hosts run now: a guest started or moved since the
-  // last periodic refresh (inventory_refresh_ms) must show. So the hosts asked about are read
-  // now, unless the caller settles for the cache.
-  if (cached == "false") {
-    std::vector<std::string> ids;
-    for (const HostState& h : HostSnapshots()) {
-      if (host.empty() || h.record.id == host) ids.push_back(h.record.id);
-    }
-    RefreshHosts(ids);
-  }
+  if (Status s = RefreshForRequest(r, host); !s.ok()) return api::HttpResponse::Error(s);
   json list = json::array();
   json hosts = json::array();
   for (const HostState& h : HostSnapshots()) {

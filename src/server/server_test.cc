@@ -483,6 +483,32 @@ TEST_F(FerrydTest, VmListReadsTheHostsNowUnlessCachedIsAsked) {
   EXPECT_EQ(client_->Get("/api/v1/vms?cached=yes").status().code(), ErrorCode::kInvalidArgument);
 }
 
+TEST_F(FerrydTest, HostListSeesAnAgentThatCameUpAfterTheStart) {
+  world_->unreachable.insert("host2");  // its agent is not listening yet when ferryd starts
+  StartServer(Limits{});
+  auto status_of = [this](const std::string& path, const std::string& id) {
+    const nlohmann::json answer = Get(path);
+    for (const auto& h : answer["hosts"]) {
+      if (h["id"] == id) return h["status"].get<std::string>();
+    }
+    return std::string("absent");
+  };
+  EXPECT_EQ(status_of("/api/v1/hosts", "host2"), "down");
+  {
+    std::lock_guard<std::mutex> l(world_->mu);
+    world_->unreachable.clear();
+  }
+  EXPECT_EQ(status_of("/api/v1/hosts?cached=true", "host2"), "down");  // the periodic view
+  EXPECT_EQ(status_of("/api/v1/hosts", "host2"), "up");
+  EXPECT_EQ(Get("/api/v1/hosts/host2")["vm_count"], 0);
+  {
+    std::lock_guard<std::mutex> l(world_->mu);
+    world_->vm_host["g9"] = "host2";
+  }
+  EXPECT_EQ(Get("/api/v1/hosts/host2?cached=true")["vm_count"], 0);
+  EXPECT_EQ(Get("/api/v1/hosts/host2")["vm_count"], 1);
+}
+
 TEST_F(FerrydTest, ValidationFailureCreatesNothing) {
   StartServer(Limits{});
   std::string details;

@@ -79,6 +79,17 @@ class ControlPlaneLab : public ::testing::Test {
       ASSERT_TRUE(pid.ok()) << pid.status().ToString();
       agent_pids_.push_back(*pid);
     }
+    // Agents first, as a deployment would have them: ferryd reads every host when it starts.
+    for (int h = 1; h <= 2; ++h) {
+      api::HttpClient agent("http://" + lab_->host(h).address + ":7801", kToken);
+      bool up = false;
+      for (int i = 0; i < 600 && !up; ++i) {
+        up = agent.Get("/agent/v1/health").ok();
+        if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ASSERT_TRUE(up) << "agent " << h << " did not answer; see " << dir_ << "/agent" << h
+                      << ".log";
+    }
     StartFerryd();
   }
 
