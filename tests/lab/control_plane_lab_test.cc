@@ -41,6 +41,20 @@ constexpr int64_t kMigrationTimeoutMs = 180000;
 
 std::string BinaryDir() { return testing::BinaryDir(); }
 
+Status AsStatus(const Status& s) { return s; }
+template <typename T>
+Status AsStatus(const Result<T>& r) {
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+// Waits on a ConsoleWatcher; on failure the message names what was awaited and the console's
+// last lines, so a failed run says what the guest was doing.
+#define ASSERT_WAITED(expr)                                        \
+  do {                                                             \
+    const Status waited_status_ = AsStatus(expr);                  \
+    ASSERT_TRUE(waited_status_.ok()) << waited_status_.ToString(); \
+  } while (0)
+
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream out(path);
   out << text;
@@ -279,8 +293,8 @@ TEST_F(ControlPlaneLab, LiveMigrationKeepsTheHeartbeat) {
   ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("live1", 1, 16, 8, lab::DiskMode::kWrite)));
   lab::ConsoleWatcher console(ConsoleLog("live1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForLine("FERRY-READY", kBootTimeoutMs).ok());
-  ASSERT_TRUE(console.WaitForHeartbeats(50, kBootTimeoutMs).ok());
+  ASSERT_WAITED(console.WaitForLine("FERRY-READY", kBootTimeoutMs));
+  ASSERT_WAITED(console.WaitForHeartbeats(50, kBootTimeoutMs));
   const int64_t t0 = lab::ConsoleWatcher::NowNs();
   testing::CommandResult r = Cli("migrate live1 --to host2 --max-downtime 500 --wait");
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -289,7 +303,7 @@ TEST_F(ControlPlaneLab, LiveMigrationKeepsTheHeartbeat) {
   EXPECT_EQ(m["type"], "live");
   EXPECT_EQ(m["state"], "completed") << m.dump();
   EXPECT_EQ(RunningOn("live1"), std::vector<int>{2});
-  ASSERT_TRUE(console.WaitForHeartbeats(50, 30000, lab::ConsoleWatcher::NowNs()).ok());
+  ASSERT_WAITED(console.WaitForHeartbeats(50, 30000, lab::ConsoleWatcher::NowNs()));
   lab::HeartbeatStats hb = console.Heartbeats(t0);
   EXPECT_EQ(hb.missing, 0u);
   ASSERT_TRUE(m["result"].is_object()) << m.dump();
@@ -313,8 +327,8 @@ TEST_F(ControlPlaneLab, LiveStorageThenLiveVsmKeepEveryWrite) {
   ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("st1", 2, 16, 8, lab::DiskMode::kWrite)));
   lab::ConsoleWatcher console(ConsoleLog("st1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForLine("FERRY-DISK-SEQ", kBootTimeoutMs).ok());
-  ASSERT_TRUE(console.WaitForHeartbeats(20, kBootTimeoutMs).ok());
+  ASSERT_WAITED(console.WaitForLine("FERRY-DISK-SEQ", kBootTimeoutMs));
+  ASSERT_WAITED(console.WaitForHeartbeats(20, kBootTimeoutMs));
   json m = Migrate(R"({"vms":["st1"],"storage":"local"})");
   ASSERT_EQ(m.size(), 1u);
   EXPECT_EQ(m[0]["type"], "live-storage");
@@ -336,8 +350,8 @@ TEST_F(ControlPlaneLab, LiveStorageThenLiveVsmKeepEveryWrite) {
   ASSERT_EQ(done["state"], "completed") << done.dump();
   EXPECT_EQ(RunningOn("st1"), std::vector<int>{1});
   const int64_t t_done = lab::ConsoleWatcher::NowNs();
-  ASSERT_TRUE(console.WaitForLine("FERRY-DISK-SEQ", 30000, t_done).ok());
-  ASSERT_TRUE(console.WaitForHeartbeats(20, 30000, t_done).ok());
+  ASSERT_WAITED(console.WaitForLine("FERRY-DISK-SEQ", 30000, t_done));
+  ASSERT_WAITED(console.WaitForHeartbeats(20, 30000, t_done));
 
   // Hard stop, then verify the disk: every block up to the last durable one is there.
   auto xml = lab_->Virsh(1, {"domblklist", "st1"});
@@ -376,13 +390,13 @@ TEST_F(ControlPlaneLab, QuickAndReregister) {
   ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, off));
   lab::ConsoleWatcher console(ConsoleLog("q1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForHeartbeats(20, kBootTimeoutMs).ok());
+  ASSERT_WAITED(console.WaitForHeartbeats(20, kBootTimeoutMs));
   json m = Migrate(R"({"vms":["q1"],"to":"host2","type":"quick"})");
   ASSERT_EQ(m.size(), 1u);
   json done = WaitFinal(m[0]["id"]);
   ASSERT_EQ(done["state"], "completed") << done.dump();
   EXPECT_EQ(RunningOn("q1"), std::vector<int>{2});
-  ASSERT_TRUE(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()).ok());
+  ASSERT_WAITED(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()));
 
   m = Migrate(R"({"vms":["r1"],"to":"host2"})");
   ASSERT_EQ(m.size(), 1u);
@@ -405,7 +419,7 @@ TEST_F(ControlPlaneLab, TwoVmsOverALimitOfOneRunOneAfterTheOther) {
   for (const char* name : {"two1", "two2"}) {
     lab::ConsoleWatcher c(ConsoleLog(name));
     c.Start();
-    ASSERT_TRUE(c.WaitForHeartbeats(20, kBootTimeoutMs).ok()) << name;
+    ASSERT_WAITED(c.WaitForHeartbeats(20, kBootTimeoutMs));
   }
   json m = Migrate(R"({"vms":["two1","two2"],"to":"host1"})");
   ASSERT_EQ(m.size(), 2u);
@@ -442,7 +456,7 @@ TEST_F(ControlPlaneLab, CancelLeavesTheSourceRunning) {
   ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("c1", 1, 64, 64)));
   lab::ConsoleWatcher console(ConsoleLog("c1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs).ok());
+  ASSERT_WAITED(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs));
   json m = Migrate(R"({"vms":["c1"],"to":"host2","bandwidth":8388608})");
   ASSERT_EQ(m.size(), 1u);
   std::string id = m[0]["id"];
@@ -456,7 +470,7 @@ TEST_F(ControlPlaneLab, CancelLeavesTheSourceRunning) {
   json done = WaitFinal(id);
   EXPECT_EQ(done["state"], "cancelled") << done.dump();
   EXPECT_EQ(RunningOn("c1"), std::vector<int>{1});
-  ASSERT_TRUE(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()).ok());
+  ASSERT_WAITED(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()));
 }
 
 TEST_F(ControlPlaneLab, FerrydKilledMidMigrationEndsInOnePlace) {
@@ -466,7 +480,7 @@ TEST_F(ControlPlaneLab, FerrydKilledMidMigrationEndsInOnePlace) {
   ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("k1", 1, 64, 64)));
   lab::ConsoleWatcher console(ConsoleLog("k1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs).ok());
+  ASSERT_WAITED(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs));
   json m = Migrate(R"({"vms":["k1"],"to":"host2","bandwidth":33554432,"max_downtime_ms":2000})");
   ASSERT_EQ(m.size(), 1u);
   std::string id = m[0]["id"];
