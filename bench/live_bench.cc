@@ -95,6 +95,7 @@ struct RunResult {
   std::string outcome;  // "done", "aborted at the time limit", the error ...
   double total_s = 0;
   double guest_downtime_ms = -1;  // longest heartbeat gap in the run's window
+  double gap_at_s = -1;           // when that gap ended, seconds after the run started
   int64_t qemu_downtime_ms = -1;
   uint64_t bytes_sent = 0;
   uint64_t passes = 0;
@@ -409,24 +410,29 @@ class Bench {
     std::this_thread::sleep_for(std::chrono::milliseconds(kTailMs / 2));
     lab::HeartbeatStats hb = console.Heartbeats(t0_ns, t1_ns + kTailMs * 1000000LL);
     r->guest_downtime_ms = hb.max_gap_ns / 1e6;
+    r->gap_at_s = hb.max_gap_end_ns > 0 ? (hb.max_gap_end_ns - t0_ns) / 1e9 : -1;
     // QEMU's downtime and bytes: the completed job on the target, else on the source, else the
     // last sample.
-    Result<hypervisor::JobStats> completed = hosts_[1]->GetJobStats(vm, true);
-    if (!r->finished || !completed.ok() || completed->data_processed == 0) {
-      completed = hosts_[0]->GetJobStats(vm, true);
-    }
+    // A run that did not finish has no completed statistics of its own (the source's "completed"
+    // job may be an older one): its last sample says what it sent.
     hypervisor::JobStats last = sampler.last();
     r->max_throttle = sampler.max_throttle();
+    Result<hypervisor::JobStats> completed = Status::NotFound("not finished");
+    if (r->finished) {
+      completed = hosts_[1]->GetJobStats(vm, true);
+      if (!completed.ok() || completed->data_processed == 0) {
+        completed = hosts_[0]->GetJobStats(vm, true);
+      }
+    }
     if (completed.ok() && completed->data_processed > 0) {
-      if (r->finished) r->qemu_downtime_ms = completed->downtime_ms;
+      r->qemu_downtime_ms = completed->downtime_ms;
       r->bytes_sent = completed->data_processed;
       r->passes = completed->memory_iteration;
       r->max_throttle = std::max(r->max_throttle, completed->auto_converge_throttle);
-    } else if (r->bytes_sent == 0) {
+    } else {
       r->bytes_sent = last.data_processed;
       r->passes = last.memory_iteration;
     }
-    if (r->passes == 0) r->passes = last.memory_iteration;
     return Status::Ok();
   }
 
@@ -443,19 +449,13 @@ class Bench {
   void WriteJson(const RunResult& r) {
     if (o_.json_path.empty()) return;
     std::ofstream out(o_.json_path, std::ios::app);
-    out << json{{"rate_mib", r.rate_mib},
-                {"measured_mib", r.measured_mib},
-                {"cap_mib", r.cap_mib},
-                {"method", r.method},
-                {"finished", r.finished},
-                {"outcome", r.outcome},
-                {"total_s", r.total_s},
-                {"guest_downtime_ms", r.guest_downtime_ms},
-                {"qemu_downtime_ms", r.qemu_downtime_ms},
-                {"bytes_sent", r.bytes_sent},
-                {"passes", r.passes},
-                {"max_throttle", r.max_throttle},
-                {"notes", r.notes}}
+    out << json{{"rate_mib", r.rate_mib},         {"measured_mib", r.measured_mib},
+                {"cap_mib", r.cap_mib},           {"method", r.method},
+                {"finished", r.finished},         {"outcome", r.outcome},
+                {"total_s", r.total_s},           {"guest_downtime_ms", r.guest_downtime_ms},
+                {"gap_at_s", r.gap_at_s},         {"qemu_downtime_ms", r.qemu_downtime_ms},
+                {"bytes_sent", r.bytes_sent},     {"passes", r.passes},
+                {"max_throttle", r.max_throttle}, {"notes", r.notes}}
                .dump()
         << "\n";
   }
