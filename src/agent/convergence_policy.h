@@ -122,7 +122,6 @@ class ConvergencePolicy {
   uint64_t best_remaining_ = 0;   // smallest memory_remaining at a pass point (0 = none yet)
   int stalls_ = 0;                // consecutive pass points without progress
   int last_throttle_ = 0;
-  int points_without_throttle_rise_ = 0;
   bool predicted_at_run_ = false;  // the first-pass prediction was reported
 
   bool postcopy_started_ = false;

@@ -197,6 +197,7 @@ HostRecord ReadHost(const Json& j, const std::string& path, Status* error) {
   h.status = r.OneOf("status", {std::begin(kHostStatuses), std::end(kHostStatuses)}, true);
   h.last_seen_at_ms = r.Int("last_seen_at_ms", 0);
   h.vm_count = r.Int("vm_count", 0);
+  h.error = r.Str("error");
   if (const Json* facts = r.Object("facts"); facts != nullptr && !facts->empty()) {
     Reader f(*facts, r.Path("facts"), error);
     h.has_facts = true;
@@ -494,6 +495,14 @@ Result<HostRecord> ParseHost(const std::string& body) {
 
 Result<std::vector<VmRecord>> ParseVmList(const std::string& body) {
   return ReadList<VmRecord>(body, "vms", ReadVm);
+}
+
+Result<std::vector<HostRecord>> ParseVmListHosts(const std::string& body) {
+  FERRY_ASSIGN_OR_RETURN(Json j, ParseBody(body));
+  if (!j.is_object() || !j.contains("hosts") || j["hosts"].is_null()) {
+    return std::vector<HostRecord>{};
+  }
+  return ReadList<HostRecord>(body, "hosts", ReadHost);
 }
 
 Result<std::vector<MigrationRecord>> ParseMigrationList(const std::string& body) {

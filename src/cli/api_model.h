@@ -33,6 +33,7 @@ struct HostRecord {
   bool has_facts = false;  // false when ferryd sent "facts": {}
   HostFactsRecord facts;
   int64_t vm_count = 0;
+  std::string error;  // why the last read failed (status "down")
   std::string json;
 };
 
@@ -162,8 +163,10 @@ struct ShareVmRecord {
 // GET /api/v1/hosts -> {"hosts": [...]}; GET/POST .../hosts/{id} -> a Host.
 Result<std::vector<HostRecord>> ParseHostList(const std::string& body);
 Result<HostRecord> ParseHost(const std::string& body);
-// GET /api/v1/vms -> {"vms": [...]}.
+// GET /api/v1/vms -> {"vms": [...], "hosts": [...]}.
 Result<std::vector<VmRecord>> ParseVmList(const std::string& body);
+// The hosts whose VMs that answer lists, as read for it ("hosts" may be absent: none).
+Result<std::vector<HostRecord>> ParseVmListHosts(const std::string& body);
 // {"migrations": [...]} (list and create answers) / one Migration.
 Result<std::vector<MigrationRecord>> ParseMigrationList(const std::string& body);
 Result<MigrationRecord> ParseMigration(const std::string& body);

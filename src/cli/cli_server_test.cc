@@ -63,6 +63,7 @@ class FakeFerryd {
     });
     server_.Route("GET /api/v1/vms", [this](const HttpRequest& r) {
       Record("GET /api/v1/vms", r.Query("host", "(all)"));
+      Record("GET /api/v1/vms cached", r.Query("cached", "(absent)"));
       Json vm = {{"host", "host1"},
                  {"name", "g1"},
                  {"state", "running"},
@@ -73,7 +74,12 @@ class FakeFerryd {
                   {{{"target", "vda"}, {"capacity_bytes", 1ull << 30}},
                    {{"target", "vdb"}, {"capacity_bytes", 1ull << 30}}}},
                  {"nics", Json::array()}};
-      return HttpResponse::Json(Json({{"vms", {vm}}}).dump());
+      Json hosts = {Host("host1", "up", 1)};
+      if (r.Query("host") == "host2") {
+        hosts = {Host("host2", "down", 0)};
+        hosts[0]["error"] = "io: host2: connection refused";
+      }
+      return HttpResponse::Json(Json({{"vms", {vm}}, {"hosts", hosts}}).dump());
     });
     server_.Route("POST /api/v1/migrations", [this](const HttpRequest& r) {
       Record("POST /api/v1/migrations", r.body);
@@ -290,6 +296,18 @@ TEST_F(CliServerTest, VmsWithEnvironmentSettings) {
   EXPECT_TRUE(Has(r.output, "host1  g1    running  2      256.00 MiB  2 / 2.00 GiB  bios"))
       << r.output;
   EXPECT_EQ(fake_.Seen("GET /api/v1/vms"), "host1");
+  EXPECT_EQ(fake_.Seen("GET /api/v1/vms cached"), "(absent)");  // ferryd reads the hosts now
+  EXPECT_FALSE(Has(r.output, "is down")) << r.output;
+
+  // --cached asks for the periodic inventory; a host that is down is named on stderr.
+  r = testing::Run("FERRY_SERVER=" + fake_.url() + " FERRY_TOKEN=" + kToken + " " +
+                   ShellQuote(testing::FerryBinary()) + " vms --host host2 --cached");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(fake_.Seen("GET /api/v1/vms cached"), "true");
+  EXPECT_TRUE(Has(r.output,
+                  "ferry vms: host host2 is down (io: host2: connection refused); its "
+                  "VMs are listed as last seen"))
+      << r.output;
 
   r = testing::Run("FERRY_SERVER=" + fake_.url() + " FERRY_TOKEN=wrong " +
                    ShellQuote(testing::FerryBinary()) + " vms");

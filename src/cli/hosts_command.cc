@@ -1,5 +1,6 @@
-// ferry hosts [add ID --agent URL --agent-token T [--cluster C] [--name N] | remove ID |
-// refresh ID]: the hosts ferryd manages (GET/POST/DELETE /api/v1/hosts...).
+// ferry hosts [--cached] [add ID --agent URL --agent-token T [--cluster C] [--name N] |
+// remove ID | refresh ID]: the hosts ferryd manages (GET/POST/DELETE /api/v1/hosts...); the
+// list is read from the hosts now unless --cached.
 #include <cstdio>
 
 #include "cli/api_client.h"
@@ -13,6 +14,7 @@ namespace {
 struct HostsArgs {
   ServerArgs local;
   std::string id, agent_url, agent_token, cluster, name;
+  bool cached = false;
 };
 
 std::string HostPath(const std::string& id) { return "/api/v1/hosts/" + api::UrlEncode(id); }
@@ -21,7 +23,7 @@ int RunHostsList(const ServerArgs& global, const HostsArgs& a) {
   auto conn = ResolveConnection(global, a.local);
   if (!conn.ok()) return ReportError(OutputMode::kText, "hosts", conn.status());
   ApiClient client(*conn);
-  auto body = client.Get("/api/v1/hosts");
+  auto body = client.Get(a.cached ? "/api/v1/hosts?cached=true" : "/api/v1/hosts");
   if (!body.ok()) return ReportError(conn->mode, "hosts", body.status());
   auto hosts = ParseHostList(*body);
   if (!hosts.ok()) return ReportError(conn->mode, "hosts", hosts.status());
@@ -76,6 +78,8 @@ void AddHostsCommand(CLI::App& app, const ServerArgs* global, int* exit_code) {
   auto args = std::make_shared<HostsArgs>();
   CLI::App* hosts = app.add_subcommand("hosts", "List, add, remove or refresh ferryd's hosts");
   AddServerOptions(hosts, &args->local);
+  hosts->add_flag("--cached", args->cached,
+                  "List from ferryd's periodic inventory instead of asking the agents now");
   hosts->require_subcommand(0, 1);
 
   CLI::App* add = hosts->add_subcommand("add", "Register a host (its ferry-agent)");

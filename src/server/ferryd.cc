@@ -190,6 +190,29 @@ void Ferryd::RefreshHost(const std::string& host_id) {
   }
 }
 
+void Ferryd::RefreshHosts(const std::vector<std::string>& host_ids) {
+  if (host_ids.size() == 1) return RefreshHost(host_ids[0]);
+  std::vector<std::thread> readers;
+  readers.reserve(host_ids.size());
+  for (const std::string& id : host_ids) readers.emplace_back([this, id] { RefreshHost(id); });
+  for (std::thread& t : readers) t.join();
+}
+
+// A user asking for hosts or VMs wants what they are now: a guest started or moved, an agent
+// come up, since the last periodic refresh (inventory_refresh_ms) must show. So these answers
+// read the hosts concerned, unless the caller settles for the cache.
+Status Ferryd::RefreshForRequest(const api::HttpRequest& r, const std::string& only_host) {
+  const std::string cached = r.Query("cached", "false");
+  if (cached == "true") return Status::Ok();
+  if (cached != "false") return Status::InvalidArgument("cached: expected true or false");
+  std::vector<std::string> ids;
+  for (const HostState& h : HostSnapshots()) {
+    if (only_host.empty() || h.record.id == only_host) ids.push_back(h.record.id);
+  }
+  RefreshHosts(ids);
+  return Status::Ok();
+}
+
 std::optional<Ferryd::HostState> Ferryd::HostSnapshot(const std::string& host_id) {
   std::lock_guard<std::mutex> lock(hosts_mu_);
   auto it = hosts_.find(host_id);
@@ -301,7 +324,9 @@ Ferryd::PlanResult Ferryd::Plan(const MigrationRequest& request) {
       return out;
     }
   }
-  for (const HostState& h : HostSnapshots()) RefreshHost(h.record.id);
+  std::vector<std::string> ids;
+  for (const HostState& h : HostSnapshots()) ids.push_back(h.record.id);
+  RefreshHosts(ids);
   if (!request.to.empty() && !HostSnapshot(request.to)) {
     out.status = Status::NotFound("target host " + request.to + " is not registered");
     return out;
@@ -739,13 +764,18 @@ std::string Ferryd::HostJson(const HostState& h) {
   return j.dump();
 }
 
-api::HttpResponse Ferryd::ListHosts(const api::HttpRequest&) {
+api::HttpResponse Ferryd::ListHosts(const api::HttpRequest& r) {
+  if (Status s = RefreshForRequest(r, ""); !s.ok()) return api::HttpResponse::Error(s);
   json list = json::array();
   for (const HostState& h : HostSnapshots()) list.push_back(json::parse(HostJson(h)));
   return api::HttpResponse::Json(json{{"hosts", list}}.dump());
 }
 
 api::HttpResponse Ferryd::GetHost(const api::HttpRequest& r) {
+  if (!HostSnapshot(r.Param("id"))) {
+    return api::HttpResponse::Error(Status::NotFound("no host " + r.Param("id")));
+  }
+  if (Status s = RefreshForRequest(r, r.Param("id")); !s.ok()) return api::HttpResponse::Error(s);
   std::optional<HostState> h = HostSnapshot(r.Param("id"));
   if (!h) return api::HttpResponse::Error(Status::NotFound("no host " + r.Param("id")));
   return api::HttpResponse::Json(HostJson(*h));
@@ -825,16 +855,19 @@ api::HttpResponse Ferryd::ListVms(const api::HttpRequest& r) {
   if (!host.empty() && !HostSnapshot(host)) {
     return api::HttpResponse::Error(Status::NotFound("no host " + host));
   }
+  if (Status s = RefreshForRequest(r, host); !s.ok()) return api::HttpResponse::Error(s);
   json list = json::array();
+  json hosts = json::array();
   for (const HostState& h : HostSnapshots()) {
     if (!host.empty() && h.record.id != host) continue;
+    hosts.push_back(json::parse(HostJson(h)));
     for (const hypervisor::VmInfo& vm : h.view.inventory.vms) {
       json v = ParseOr(api::ToJson(vm), json::object());
       v["host"] = h.record.id;
       list.push_back(v);
     }
   }
-  return api::HttpResponse::Json(json{{"vms", list}}.dump());
+  return api::HttpResponse::Json(json{{"vms", list}, {"hosts", hosts}}.dump());
 }
 
 api::HttpResponse Ferryd::CreateMigrations(const api::HttpRequest& r, bool validate_only) {

@@ -75,6 +75,12 @@ class Ferryd {
   std::shared_ptr<AgentLink> LinkFor(const std::string& host_id);
   // Reads host's health + inventory now and stores it in the cache.
   void RefreshHost(const std::string& host_id);
+  // RefreshHost for each of `host_ids` at once (one thread per host), so asking many hosts
+  // costs the slowest agent's answer, not the sum.
+  void RefreshHosts(const std::vector<std::string>& host_ids);
+  // For the read-only host and VM answers: reads the hosts concerned (`only_host`, or all) now
+  // unless the request says ?cached=true. kInvalidArgument for another value of `cached`.
+  Status RefreshForRequest(const api::HttpRequest& r, const std::string& only_host);
   std::optional<HostState> HostSnapshot(const std::string& host_id);
   std::vector<HostState> HostSnapshots();
   // The host whose inventory holds `vm` ("" if none).

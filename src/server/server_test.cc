@@ -490,6 +490,68 @@ TEST_F(FerrydTest, TwoVmsOverALimitOfOneRunOneAfterTheOther) {
   EXPECT_TRUE(waited) << events.dump();
 }
 
+TEST_F(FerrydTest, VmListReadsTheHostsNowUnlessCachedIsAsked) {
+  StartServer(Limits{});
+  {
+    std::lock_guard<std::mutex> l(world_->mu);
+    world_->vm_host["g9"] = "host2";  // started after ferryd's last inventory read
+  }
+  auto names = [](const nlohmann::json& answer) {
+    std::set<std::string> out;
+    for (const auto& v : answer["vms"])
+      out.insert(v["host"].get<std::string>() + "/" + v["name"].get<std::string>());
+    return out;
+  };
+  // The periodic refresh is 100 s away: the cache does not know g9 yet.
+  EXPECT_EQ(names(Get("/api/v1/vms?cached=true")).count("host2/g9"), 0u);
+  nlohmann::json now = Get("/api/v1/vms?host=host2");
+  EXPECT_EQ(names(now), std::set<std::string>{"host2/g9"});
+  ASSERT_EQ(now["hosts"].size(), 1u);
+  EXPECT_EQ(now["hosts"][0]["id"], "host2");
+  EXPECT_EQ(now["hosts"][0]["status"], "up");
+  EXPECT_EQ(names(Get("/api/v1/vms")).count("host1/g1"), 1u);
+  // A host that cannot be read is reported down with why; its last-seen VMs still show.
+  {
+    std::lock_guard<std::mutex> l(world_->mu);
+    world_->unreachable.insert("host2");
+  }
+  now = Get("/api/v1/vms");
+  EXPECT_EQ(names(now).count("host2/g9"), 1u);
+  for (const auto& h : now["hosts"]) {
+    EXPECT_EQ(h["status"], h["id"] == "host2" ? "down" : "up") << h.dump();
+    if (h["id"] == "host2") {
+      EXPECT_NE(h["error"].get<std::string>().find("connection refused"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(client_->Get("/api/v1/vms?cached=yes").status().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(FerrydTest, HostListSeesAnAgentThatCameUpAfterTheStart) {
+  world_->unreachable.insert("host2");  // its agent is not listening yet when ferryd starts
+  StartServer(Limits{});
+  auto status_of = [this](const std::string& path, const std::string& id) {
+    const nlohmann::json answer = Get(path);
+    for (const auto& h : answer["hosts"]) {
+      if (h["id"] == id) return h["status"].get<std::string>();
+    }
+    return std::string("absent");
+  };
+  EXPECT_EQ(status_of("/api/v1/hosts", "host2"), "down");
+  {
+    std::lock_guard<std::mutex> l(world_->mu);
+    world_->unreachable.clear();
+  }
+  EXPECT_EQ(status_of("/api/v1/hosts?cached=true", "host2"), "down");  // the periodic view
+  EXPECT_EQ(status_of("/api/v1/hosts", "host2"), "up");
+  EXPECT_EQ(Get("/api/v1/hosts/host2")["vm_count"], 0);
+  {
+    std::lock_guard<std::mutex> l(world_->mu);
+    world_->vm_host["g9"] = "host2";
+  }
+  EXPECT_EQ(Get("/api/v1/hosts/host2?cached=true")["vm_count"], 0);
+  EXPECT_EQ(Get("/api/v1/hosts/host2")["vm_count"], 1);
+}
+
 TEST_F(FerrydTest, ValidationFailureCreatesNothing) {
   StartServer(Limits{});
   std::string details;

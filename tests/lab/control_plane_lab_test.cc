@@ -4,6 +4,9 @@
 // guest; two VMs over a limit of one run one after the other; a failed validation creates
 // and changes nothing; a cancel leaves the source running; ferryd killed with SIGKILL
 // mid-migration and restarted ends with the VM in exactly one place and one correct record.
+// ctest runs each test in its own process and so its own lab (gtest_discover_tests): every
+// test makes the guests it needs, under names of its own, and removes them at its end, so the
+// tests hold in any order and also when the binary runs them all in one lab.
 // Needs root and scripts/lab-deps (label "lab").
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -15,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +40,20 @@ constexpr int64_t kBootTimeoutMs = 90000;
 constexpr int64_t kMigrationTimeoutMs = 180000;
 
 std::string BinaryDir() { return testing::BinaryDir(); }
+
+Status AsStatus(const Status& s) { return s; }
+template <typename T>
+Status AsStatus(const Result<T>& r) {
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+// Waits on a ConsoleWatcher; on failure the message names what was awaited and the console's
+// last lines, so a failed run says what the guest was doing.
+#define ASSERT_WAITED(expr)                                        \
+  do {                                                             \
+    const Status waited_status_ = AsStatus(expr);                  \
+    ASSERT_TRUE(waited_status_.ok()) << waited_status_.ToString(); \
+  } while (0)
 
 void WriteFile(const std::string& path, const std::string& text) {
   std::ofstream out(path);
@@ -75,25 +93,18 @@ class ControlPlaneLab : public ::testing::Test {
       ASSERT_TRUE(pid.ok()) << pid.status().ToString();
       agent_pids_.push_back(*pid);
     }
-    StartFerryd();
-    // Guests: g1 (disk writer, small dirtier) and g2 on nas1 on host 1, g3 shut off.
-    for (const char* name : {"g1", "g2"}) {
-      lab::GuestSpec spec;
-      spec.name = name;
-      spec.host = 1;
-      spec.pool = "nas1";
-      spec.dirty_mib = 16;
-      spec.dirty_rate_mib = 8;
-      spec.disk_mode = std::string(name) == "g1" ? lab::DiskMode::kWrite : lab::DiskMode::kNone;
-      auto g = lab_->CreateGuest(spec);
-      ASSERT_TRUE(g.ok()) << g.status().ToString();
+    // Agents first, as a deployment would have them: ferryd reads every host when it starts.
+    for (int h = 1; h <= 2; ++h) {
+      api::HttpClient agent("http://" + lab_->host(h).address + ":7801", kToken);
+      bool up = false;
+      for (int i = 0; i < 600 && !up; ++i) {
+        up = agent.Get("/agent/v1/health").ok();
+        if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ASSERT_TRUE(up) << "agent " << h << " did not answer; see " << dir_ << "/agent" << h
+                      << ".log";
     }
-    lab::GuestSpec off;
-    off.name = "g3";
-    off.host = 1;
-    off.pool = "nas1";
-    off.start = false;
-    ASSERT_TRUE(lab_->CreateGuest(off).ok());
+    StartFerryd();
   }
 
   static void StartFerryd() {
@@ -142,8 +153,7 @@ class ControlPlaneLab : public ::testing::Test {
   // Runs the ferry CLI against ferryd; returns exit code and output.
   static testing::CommandResult Cli(const std::string& args) {
     return testing::Run("FERRY_SERVER=" + std::string(kServer) + " FERRY_TOKEN=" + kToken + " " +
-                        testing::ShellQuote(BinaryDir() + "/src/cli/ferry") + " " + args +
-                        " 2>&1");
+                        testing::ShellQuote(BinaryDir() + "/src/cli/ferry") + " " + args + " 2>&1");
   }
 
   static json Api(const std::string& method, const std::string& path,
@@ -176,6 +186,40 @@ class ControlPlaneLab : public ::testing::Test {
     return lab_->state().root + "/guests/" + vm + "/console.log";
   }
 
+  // A guest of the test's own on `host` (disks on nas1): a heartbeat, and the given workload.
+  static lab::GuestSpec Guest(const std::string& name, int host, int dirty_mib = 0,
+                              int dirty_rate_mib = 0, lab::DiskMode disk = lab::DiskMode::kNone) {
+    lab::GuestSpec spec;
+    spec.name = name;
+    spec.host = host;
+    spec.pool = "nas1";
+    spec.dirty_mib = dirty_mib;
+    spec.dirty_rate_mib = dirty_rate_mib;
+    spec.disk_mode = disk;
+    return spec;
+  }
+
+  // Destroys and undefines the named guests wherever they are when the test ends, so a run of
+  // every test in one lab does not pile up guests on the two cores.
+  struct ScopedGuests {
+    std::vector<std::string> names;
+    ~ScopedGuests() {
+      for (const std::string& name : names) {
+        for (int h = 1; h <= 2; ++h) {
+          (void)lab_->Virsh(h, {"destroy", name});
+          (void)lab_->Virsh(h, {"undefine", name});
+        }
+      }
+    }
+  };
+
+  // Creates the guest (and schedules its removal); fails the test if it cannot.
+  static void MakeGuest(ScopedGuests& scope, const lab::GuestSpec& spec) {
+    scope.names.push_back(spec.name);
+    auto g = lab_->CreateGuest(spec);
+    ASSERT_TRUE(g.ok()) << spec.name << ": " << g.status().ToString();
+  }
+
   static json Migrate(const std::string& body) {
     json r = Api("POST", "/api/v1/migrations", body);
     EXPECT_TRUE(r.contains("migrations")) << r.dump();
@@ -189,6 +233,14 @@ class ControlPlaneLab : public ::testing::Test {
   static inline pid_t ferryd_pid_ = 0;
 };
 
+// The migration of `vm` in ferryd's list (the newest, if it moved more than once).
+json MigrationOf(const json& list, const std::string& vm) {
+  for (const json& m : list) {
+    if (m["vm"] == vm) return m;
+  }
+  return json();
+}
+
 TEST_F(ControlPlaneLab, HostsAndVmsThroughTheCli) {
   testing::CommandResult hosts = Cli("hosts --output json");
   ASSERT_EQ(hosts.exit_code, 0) << hosts.output;
@@ -197,105 +249,130 @@ TEST_F(ControlPlaneLab, HostsAndVmsThroughTheCli) {
   json list = h.is_object() ? h["hosts"] : h;
   ASSERT_EQ(list.size(), 2u) << hosts.output;
   for (const json& host : list) EXPECT_EQ(host["status"], "up") << host.dump();
+  // Guests defined after ferryd's last inventory read: `ferry vms` shows them at once.
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("inv1", 1)));
+  lab::GuestSpec off = Guest("inv2", 1);
+  off.start = false;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, off));
   testing::CommandResult vms = Cli("vms --host host1");
   ASSERT_EQ(vms.exit_code, 0) << vms.output;
-  for (const char* vm : {"g1", "g2", "g3"}) {
-    EXPECT_NE(vms.output.find(vm), std::string::npos) << vms.output;
+  bool running = false, shut_off = false;
+  std::istringstream lines(vms.output);
+  for (std::string line; std::getline(lines, line);) {
+    running |= line.find("inv1") != std::string::npos && line.find("running") != std::string::npos;
+    shut_off |= line.find("inv2") != std::string::npos && line.find("shut") != std::string::npos;
   }
+  EXPECT_TRUE(running && shut_off) << vms.output;
+  testing::CommandResult all = Cli("vms --output json");
+  ASSERT_EQ(all.exit_code, 0) << all.output;
+  json j = json::parse(all.output, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << all.output;
+  int found = 0;
+  for (const json& v : j["vms"]) found += v["name"] == "inv1" && v["host"] == "host1" ? 1 : 0;
+  EXPECT_EQ(found, 1) << all.output;
 }
 
 TEST_F(ControlPlaneLab, FailedValidationCreatesAndChangesNothing) {
-  // A pool host2 does not have, and a CPU check that cannot pass: both named.
-  testing::CommandResult r = Cli("migrate g1 --to host2 --storage nosuchpool");
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("val1", 1)));
+  // A pool host2 does not have: the check is named.
+  testing::CommandResult r = Cli("migrate val1 --to host2 --storage nosuchpool");
   EXPECT_EQ(r.exit_code, 10) << r.output;
   EXPECT_NE(r.output.find("pool_capacity"), std::string::npos) << r.output;
   // The same host as target for a live move.
-  r = Cli("migrate g2 --to host1 --type live");
+  r = Cli("migrate val1 --to host1 --type live");
   EXPECT_EQ(r.exit_code, 10) << r.output;
   EXPECT_NE(r.output.find("not_same_host"), std::string::npos) << r.output;
-  EXPECT_TRUE(Api("GET", "/api/v1/migrations")["migrations"].empty());
-  EXPECT_EQ(RunningOn("g1"), std::vector<int>{1});
-  EXPECT_EQ(RunningOn("g2"), std::vector<int>{1});
+  EXPECT_TRUE(MigrationOf(Api("GET", "/api/v1/migrations")["migrations"], "val1").is_null());
+  EXPECT_EQ(RunningOn("val1"), std::vector<int>{1});
 }
 
 TEST_F(ControlPlaneLab, LiveMigrationKeepsTheHeartbeat) {
-  lab::ConsoleWatcher console(ConsoleLog("g1"));
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("live1", 1, 16, 8, lab::DiskMode::kWrite)));
+  lab::ConsoleWatcher console(ConsoleLog("live1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForLine("FERRY-READY", kBootTimeoutMs).ok());
-  ASSERT_TRUE(console.WaitForHeartbeats(50, kBootTimeoutMs).ok());
+  ASSERT_WAITED(console.WaitForLine("FERRY-READY", kBootTimeoutMs));
+  ASSERT_WAITED(console.WaitForHeartbeats(50, kBootTimeoutMs));
   const int64_t t0 = lab::ConsoleWatcher::NowNs();
-  testing::CommandResult r = Cli("migrate g1 --to host2 --max-downtime 500 --wait");
+  testing::CommandResult r = Cli("migrate live1 --to host2 --max-downtime 500 --wait");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  json list = Api("GET", "/api/v1/migrations")["migrations"];
-  ASSERT_EQ(list.size(), 1u);
-  json m = list[0];
+  json m = MigrationOf(Api("GET", "/api/v1/migrations")["migrations"], "live1");
+  ASSERT_TRUE(m.is_object());
   EXPECT_EQ(m["type"], "live");
   EXPECT_EQ(m["state"], "completed") << m.dump();
-  EXPECT_EQ(RunningOn("g1"), std::vector<int>{2});
-  ASSERT_TRUE(console.WaitForHeartbeats(50, 30000, lab::ConsoleWatcher::NowNs()).ok());
+  EXPECT_EQ(RunningOn("live1"), std::vector<int>{2});
+  ASSERT_WAITED(console.WaitForHeartbeats(50, 30000, lab::ConsoleWatcher::NowNs()));
   lab::HeartbeatStats hb = console.Heartbeats(t0);
   EXPECT_EQ(hb.missing, 0u);
   ASSERT_TRUE(m["result"].is_object()) << m.dump();
   int64_t reported = m["result"].value("guest_downtime_ms", int64_t{-1});
   EXPECT_GE(reported, 0) << m.dump();
-  std::printf("live: %s ms total, QEMU downtime %s ms, reported guest downtime %lld ms, "
-              "test-seen heartbeat gap %.1f ms\n",
-              m["result"]["total_ms"].dump().c_str(), m["result"]["qemu_downtime_ms"].dump().c_str(),
-              static_cast<long long>(reported), hb.max_gap_ns / 1e6);
+  std::printf(
+      "live: %s ms total, QEMU downtime %s ms, reported guest downtime %lld ms, "
+      "test-seen heartbeat gap %.1f ms\n",
+      m["result"]["total_ms"].dump().c_str(), m["result"]["qemu_downtime_ms"].dump().c_str(),
+      static_cast<long long>(reported), hb.max_gap_ns / 1e6);
   // The events tell the story.
   json events = Api("GET", "/api/v1/migrations/" + m["id"].get<std::string>() + "/events");
   EXPECT_GE(events["events"].size(), 4u) << events.dump();
 }
 
 TEST_F(ControlPlaneLab, LiveStorageThenLiveVsmKeepEveryWrite) {
-  // g1 now runs on host2 with its disk on nas1: move the disk to host2's local pool while it
-  // runs, then move host and storage together back to host1's local pool.
-  lab::ConsoleWatcher console(ConsoleLog("g1"));
+  // st1 runs on host2 with its disk on nas1 and writes checksummed blocks: move the disk to
+  // host2's local pool while it runs, then move host and storage together to host1's local
+  // pool.
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("st1", 2, 16, 8, lab::DiskMode::kWrite)));
+  lab::ConsoleWatcher console(ConsoleLog("st1"));
   console.Start();
-  json m = Migrate(R"({"vms":["g1"],"storage":"local"})");
+  ASSERT_WAITED(console.WaitForLine("FERRY-DISK-SEQ", kBootTimeoutMs));
+  ASSERT_WAITED(console.WaitForHeartbeats(20, kBootTimeoutMs));
+  json m = Migrate(R"({"vms":["st1"],"storage":"local"})");
   ASSERT_EQ(m.size(), 1u);
   EXPECT_EQ(m[0]["type"], "live-storage");
+  EXPECT_EQ(m[0]["source"], "host2");
   json done = WaitFinal(m[0]["id"]);
   ASSERT_EQ(done["state"], "completed") << done.dump();
   json vm = Api("GET", "/api/v1/vms?host=host2");
   std::string path;
   for (const json& v : vm["vms"]) {
-    if (v["name"] == "g1") path = v["disks"][0]["source_path"];
+    if (v["name"] == "st1") path = v["disks"][0]["source_path"];
   }
   EXPECT_NE(path.find("/hosts/host2/local/"), std::string::npos) << vm.dump();
-  EXPECT_EQ(RunningOn("g1"), std::vector<int>{2});
+  EXPECT_EQ(RunningOn("st1"), std::vector<int>{2});
 
-  m = Migrate(R"({"vms":["g1"],"to":"host1","storage":"local"})");
+  m = Migrate(R"({"vms":["st1"],"to":"host1","storage":"local"})");
   ASSERT_EQ(m.size(), 1u);
   EXPECT_EQ(m[0]["type"], "live-vsm");
   done = WaitFinal(m[0]["id"]);
   ASSERT_EQ(done["state"], "completed") << done.dump();
-  EXPECT_EQ(RunningOn("g1"), std::vector<int>{1});
+  EXPECT_EQ(RunningOn("st1"), std::vector<int>{1});
   const int64_t t_done = lab::ConsoleWatcher::NowNs();
-  ASSERT_TRUE(console.WaitForLine("FERRY-DISK-SEQ", 30000, t_done).ok());
-  ASSERT_TRUE(console.WaitForHeartbeats(20, 30000, t_done).ok());
+  ASSERT_WAITED(console.WaitForLine("FERRY-DISK-SEQ", 30000, t_done));
+  ASSERT_WAITED(console.WaitForHeartbeats(20, 30000, t_done));
 
   // Hard stop, then verify the disk: every block up to the last durable one is there.
-  vm = Api("POST", "/api/v1/hosts/host1/refresh");
-  auto xml = lab_->Virsh(1, {"domblklist", "g1"});
+  auto xml = lab_->Virsh(1, {"domblklist", "st1"});
   ASSERT_TRUE(xml.ok());
   ASSERT_NE(xml->find("/hosts/host1/local/"), std::string::npos) << *xml;
   std::string disk = xml->substr(xml->find('/'));
   disk = disk.substr(0, disk.find_first_of(" \n"));
-  ASSERT_TRUE(lab_->Virsh(1, {"destroy", "g1"}).ok());
+  ASSERT_TRUE(lab_->Virsh(1, {"destroy", "st1"}).ok());
   long long durable = -1;
   for (const auto& line : console.Lines()) {
     long long seq;
     if (std::sscanf(line.text.c_str(), "FERRY-DISK-SEQ %lld", &seq) == 1) durable = seq;
   }
   ASSERT_GT(durable, 0);
-  std::string raw = dir_ + "/g1-verify.raw";
+  std::string raw = dir_ + "/st1-verify.raw";
   testing::CommandResult conv =
       testing::Run("qemu-img convert -O raw " + testing::ShellQuote(disk) + " " + raw + " 2>&1");
   ASSERT_EQ(conv.exit_code, 0) << conv.output;
-  testing::CommandResult verify = testing::Run(
-      testing::ShellQuote(BinaryDir() + "/src/lab/ferry_guest") + " ferry.disk=" + raw +
-      " ferry.disk_mode=verify 2>&1");
+  testing::CommandResult verify =
+      testing::Run(testing::ShellQuote(BinaryDir() + "/src/lab/ferry_guest") +
+                   " ferry.disk=" + raw + " ferry.disk_mode=verify 2>&1");
   long long found = -2;
   ASSERT_NE(verify.output.find("FERRY-DISK-OK"), std::string::npos) << verify.output;
   std::sscanf(verify.output.c_str() + verify.output.find("FERRY-DISK-OK"), "FERRY-DISK-OK %lld",
@@ -306,17 +383,22 @@ TEST_F(ControlPlaneLab, LiveStorageThenLiveVsmKeepEveryWrite) {
 }
 
 TEST_F(ControlPlaneLab, QuickAndReregister) {
-  lab::ConsoleWatcher console(ConsoleLog("g2"));
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("q1", 1, 16, 8)));
+  lab::GuestSpec off = Guest("r1", 1);
+  off.start = false;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, off));
+  lab::ConsoleWatcher console(ConsoleLog("q1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForHeartbeats(20, kBootTimeoutMs).ok());
-  json m = Migrate(R"({"vms":["g2"],"to":"host2","type":"quick"})");
+  ASSERT_WAITED(console.WaitForHeartbeats(20, kBootTimeoutMs));
+  json m = Migrate(R"({"vms":["q1"],"to":"host2","type":"quick"})");
   ASSERT_EQ(m.size(), 1u);
   json done = WaitFinal(m[0]["id"]);
   ASSERT_EQ(done["state"], "completed") << done.dump();
-  EXPECT_EQ(RunningOn("g2"), std::vector<int>{2});
-  ASSERT_TRUE(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()).ok());
+  EXPECT_EQ(RunningOn("q1"), std::vector<int>{2});
+  ASSERT_WAITED(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()));
 
-  m = Migrate(R"({"vms":["g3"],"to":"host2"})");
+  m = Migrate(R"({"vms":["r1"],"to":"host2"})");
   ASSERT_EQ(m.size(), 1u);
   EXPECT_EQ(m[0]["type"], "reregister");
   done = WaitFinal(m[0]["id"]);
@@ -324,17 +406,22 @@ TEST_F(ControlPlaneLab, QuickAndReregister) {
   auto on2 = lab_->Virsh(2, {"list", "--all", "--name"});
   auto on1 = lab_->Virsh(1, {"list", "--all", "--name"});
   ASSERT_TRUE(on1.ok() && on2.ok());
-  EXPECT_NE(on2->find("g3"), std::string::npos) << *on2;
-  EXPECT_EQ(on1->find("g3"), std::string::npos) << *on1;
+  EXPECT_NE(on2->find("r1"), std::string::npos) << *on2;
+  EXPECT_EQ(on1->find("r1"), std::string::npos) << *on1;
 }
 
 TEST_F(ControlPlaneLab, TwoVmsOverALimitOfOneRunOneAfterTheOther) {
-  // g2 and g3 are on host2 now (g3 shut off: start it so both are live moves).
-  ASSERT_TRUE(lab_->Virsh(2, {"start", "g3"}).ok());
-  lab::ConsoleWatcher c3(ConsoleLog("g3"));
-  c3.Start();
-  ASSERT_TRUE(c3.WaitForHeartbeats(20, kBootTimeoutMs, lab::ConsoleWatcher::NowNs()).ok());
-  json m = Migrate(R"({"vms":["g2","g3"],"to":"host1"})");
+  // Two running guests on host2, both asked to host1 at once; the limit is one live move per
+  // host.
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("two1", 2, 16, 8)));
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("two2", 2, 16, 8)));
+  for (const char* name : {"two1", "two2"}) {
+    lab::ConsoleWatcher c(ConsoleLog(name));
+    c.Start();
+    ASSERT_WAITED(c.WaitForHeartbeats(20, kBootTimeoutMs));
+  }
+  json m = Migrate(R"({"vms":["two1","two2"],"to":"host1"})");
   ASSERT_EQ(m.size(), 2u);
   json a = WaitFinal(m[0]["id"]);
   json b = WaitFinal(m[1]["id"]);
@@ -359,24 +446,18 @@ TEST_F(ControlPlaneLab, TwoVmsOverALimitOfOneRunOneAfterTheOther) {
   EXPECT_TRUE(b_waited) << eb.dump();
   EXPECT_GT(a_end, 0);
   EXPECT_GE(b_start, a_end) << ea.dump() << eb.dump();
-  EXPECT_EQ(RunningOn("g2"), std::vector<int>{1});
-  EXPECT_EQ(RunningOn("g3"), std::vector<int>{1});
+  EXPECT_EQ(RunningOn("two1"), std::vector<int>{1});
+  EXPECT_EQ(RunningOn("two2"), std::vector<int>{1});
 }
 
 TEST_F(ControlPlaneLab, CancelLeavesTheSourceRunning) {
   // A heavy dirtier and a thin link: the move cannot finish quickly, so there is time.
-  lab::GuestSpec spec;
-  spec.name = "g4";
-  spec.host = 1;
-  spec.pool = "nas1";
-  spec.dirty_mib = 64;
-  spec.dirty_rate_mib = 64;
-  auto g = lab_->CreateGuest(spec);
-  ASSERT_TRUE(g.ok()) << g.status().ToString();
-  lab::ConsoleWatcher console(ConsoleLog("g4"));
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("c1", 1, 64, 64)));
+  lab::ConsoleWatcher console(ConsoleLog("c1"));
   console.Start();
-  ASSERT_TRUE(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs).ok());
-  json m = Migrate(R"({"vms":["g4"],"to":"host2","bandwidth":8388608})");
+  ASSERT_WAITED(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs));
+  json m = Migrate(R"({"vms":["c1"],"to":"host2","bandwidth":8388608})");
   ASSERT_EQ(m.size(), 1u);
   std::string id = m[0]["id"];
   for (int i = 0; i < 200; ++i) {
@@ -388,14 +469,19 @@ TEST_F(ControlPlaneLab, CancelLeavesTheSourceRunning) {
   EXPECT_EQ(r.exit_code, 0) << r.output;
   json done = WaitFinal(id);
   EXPECT_EQ(done["state"], "cancelled") << done.dump();
-  EXPECT_EQ(RunningOn("g4"), std::vector<int>{1});
-  ASSERT_TRUE(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()).ok());
+  EXPECT_EQ(RunningOn("c1"), std::vector<int>{1});
+  ASSERT_WAITED(console.WaitForHeartbeats(20, 30000, lab::ConsoleWatcher::NowNs()));
 }
 
 TEST_F(ControlPlaneLab, FerrydKilledMidMigrationEndsInOnePlace) {
-  // g4 (on host1, dirtying 64 MiB) moves with a cap that makes it take several seconds;
+  // k1 (on host1, dirtying 64 MiB) moves with a cap that makes it take several seconds;
   // ferryd dies with SIGKILL in the middle and comes back.
-  json m = Migrate(R"({"vms":["g4"],"to":"host2","bandwidth":33554432,"max_downtime_ms":2000})");
+  ScopedGuests guests;
+  ASSERT_NO_FATAL_FAILURE(MakeGuest(guests, Guest("k1", 1, 64, 64)));
+  lab::ConsoleWatcher console(ConsoleLog("k1"));
+  console.Start();
+  ASSERT_WAITED(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs));
+  json m = Migrate(R"({"vms":["k1"],"to":"host2","bandwidth":33554432,"max_downtime_ms":2000})");
   ASSERT_EQ(m.size(), 1u);
   std::string id = m[0]["id"];
   for (int i = 0; i < 200; ++i) {
@@ -410,12 +496,12 @@ TEST_F(ControlPlaneLab, FerrydKilledMidMigrationEndsInOnePlace) {
   json done = WaitFinal(id);
   std::string state = done["state"];
   EXPECT_TRUE(state == "completed" || state == "failed") << done.dump();
-  std::vector<int> where = RunningOn("g4");
-  ASSERT_EQ(where.size(), 1u) << "g4 must run in exactly one place";
+  std::vector<int> where = RunningOn("k1");
+  ASSERT_EQ(where.size(), 1u) << "k1 must run in exactly one place";
   EXPECT_EQ(where[0], state == "completed" ? 2 : 1) << done.dump();
   json all = Api("GET", "/api/v1/migrations")["migrations"];
   int records = 0;
-  for (const json& x : all) records += x["vm"] == "g4" && x["id"] == id ? 1 : 0;
+  for (const json& x : all) records += x["vm"] == "k1" ? 1 : 0;
   EXPECT_EQ(records, 1);
   std::printf("after the ferryd restart: %s on host%d\n", state.c_str(), where[0]);
 }
