@@ -18,10 +18,12 @@ constexpr uint64_t kMaxChunkSize = 256ull << 20;
 constexpr int kMaxWorkers = 64;
 
 // The digest of `length` zero bytes, computed once per distinct length (a disk has at most
-// two: the chunk size and its tail).
+// two: the chunk size and its tail). Returned by value: a reference into the cache would be
+// read after the lock is released, and the next new length may reallocate the cache (that
+// race once gave a chunk of zeros a garbage digest and failed a cold migration's verify).
 class ZeroDigests {
  public:
-  const Sha256Digest& Of(uint64_t length) {
+  Sha256Digest Of(uint64_t length) {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [len, digest] : cache_) {
       if (len == length) return digest;
