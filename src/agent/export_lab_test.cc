@@ -169,6 +169,9 @@ TEST(ExportLab, ARunningGuestIsShutDownServedOverNbdAndStartedAgain) {
   spec.host = 1;
   spec.pool = "local";
   spec.memory_mib = 128;
+  // A guest that ignores the power button, as a hung OS does: the export without force must
+  // give up and leave it running, the one with force must power it off.
+  spec.extra_cmdline = "ferry.power_button=ignore";
   auto guest = lab.CreateGuest(spec);
   ASSERT_TRUE(guest.ok()) << guest.status().ToString();
   lab::ConsoleWatcher console(guest->console_log);
@@ -217,11 +220,14 @@ TEST(ExportLab, ARunningGuestIsShutDownServedOverNbdAndStartedAgain) {
   EXPECT_EQ(refused.error.code(), ErrorCode::kFailedPrecondition);
   EXPECT_EQ(refused.error.message(),
             "eg1 did not shut down within 0 s and force_shutdown is off; it is still running");
+  auto ignored = console.WaitForLine("FERRY-POWER-IGNORED", 10000);
+  EXPECT_TRUE(ignored.ok()) << "the guest never saw the shutdown request: "
+                            << ignored.status().ToString();
   EXPECT_EQ(RunningOn(lab, "eg1"), std::vector<int>{1});
   ASSERT_TRUE(client.CloseExport("x-noforce", true).ok());
   EXPECT_EQ(RunningOn(lab, "eg1"), std::vector<int>{1});
 
-  // The real export: ACPI, then powered off after 3 s if the guest ignores it.
+  // The real export: ACPI, ignored, so powered off after 3 s.
   ExportSpec spec_export;
   spec_export.id = "x-eg1";
   spec_export.vm = "eg1";

@@ -471,7 +471,14 @@ Status ExportRegistry::ShutDownVm(Entry& entry) {
   ExportHost& host = *options_.host;
   Log("export " + spec.id + ": shutting " + vm + " down (timeout " +
       Seconds(spec.shutdown_timeout_ms) + (spec.force_shutdown ? ", then power off)" : ")"));
-  FERRY_TRY_CTX(host.Shutdown(vm), "vm " + vm + ": shutdown");
+  if (Status asked = host.Shutdown(vm); !asked.ok()) {
+    // The guest may have gone down on its own between the check and the request (libvirt then
+    // says the domain is not running): that is what was wanted.
+    FERRY_ASSIGN_OR_RETURN(bool running, std::move(host.IsRunning(vm)).WithContext("vm " + vm));
+    if (running) return asked.WithContext("vm " + vm + ": shutdown");
+    Log("export " + spec.id + ": " + vm + " is shut off");
+    return Status::Ok();
+  }
   const Clock::time_point deadline =
       Clock::now() + std::chrono::milliseconds(spec.shutdown_timeout_ms);
   for (;;) {

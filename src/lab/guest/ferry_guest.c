@@ -17,6 +17,9 @@
  *   ferry.disk_mib=N         area of the disk used, in MiB (16; capped to the device size)
  *   ferry.disk_iops=N        blocks written per second (100; 0: as fast as it can)
  *   ferry.disk_count=N       stop writing after N blocks (0: never)
+ *   ferry.power_button=M     off (default): the power button powers the guest off gracefully;
+ *                            ignore: it is reported and ignored, as by a guest whose OS hangs
+ *                            or has no ACPI support (what a forced shutdown is for)
  *
  * Console protocol (one line each, on the serial console):
  *   FERRY-READY                      user space is up, workloads are starting
@@ -30,6 +33,7 @@
  *                                    also the writer's last line when it is stopped at power-off
  *   FERRY-DISK-DONE <seq>            disk_count reached
  *   FERRY-ERROR <what>               a workload could not start
+ *   FERRY-POWER-IGNORED              the power button was pressed and ferry.power_button=ignore
  *   FERRY-POWEROFF                   the ACPI power button was pressed (virsh shutdown): the
  *                                    workloads are stopped, the disks synced; the guest powers off
  *
@@ -103,6 +107,7 @@ struct Options {
   long disk_iops;
   long disk_count;
   long disk_wait_ms;
+  int ignore_power_button;
 };
 
 /* One write() per line so lines from several processes do not interleave. */
@@ -147,6 +152,7 @@ static void ParseOption(struct Options* o, const char* word) {
   else if (KEY_IS("disk_iops")) o->disk_iops = atol(val);
   else if (KEY_IS("disk_count")) o->disk_count = atol(val);
   else if (KEY_IS("disk_wait_ms")) o->disk_wait_ms = atol(val);
+  else if (KEY_IS("power_button")) o->ignore_power_button = strcmp(val, "ignore") == 0;
 #undef KEY_IS
 }
 
@@ -568,7 +574,9 @@ int main(int argc, char** argv) {
       continue;
     }
     if (pid == w.power && WIFEXITED(status) && WEXITSTATUS(status) == kPowerButtonExit) {
-      PowerOff(&w);
+      if (!o.ignore_power_button) PowerOff(&w);
+      Say("FERRY-POWER-IGNORED");
+      w.power = Spawn(3, &o); /* keep watching: every press is reported */
     }
     if (pid == w.disk) {
       if (!as_init) return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
