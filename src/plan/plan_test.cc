@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "common/units.h"
+#include "test_util.h"
 
 namespace ferry::plan {
 namespace {
@@ -1098,6 +1099,29 @@ TEST(ResolvePlanVmTest, FailureSummaryListsEveryFailedCheck) {
             "needs it shut off (shut it down, or set shutdown_source: true); name_clash: host2 "
             "already has a VM named g1");
   EXPECT_FALSE(Resolution{}.ok());
+}
+
+// The plans shown to users must be plans: every ```yaml block of README.md and docs/plans.md
+// that is a whole plan (has `name:` and `vms:` at the start of a line) parses.
+TEST(PlanDocsTest, EveryPlanInTheDocsParses) {
+  int plans = 0;
+  for (const char* doc : {"README.md", "docs/plans.md"}) {
+    const std::vector<uint8_t> bytes = testing::ReadFileBytes(testing::SourceDir() + "/" + doc);
+    ASSERT_FALSE(bytes.empty()) << doc;
+    const std::string text(bytes.begin(), bytes.end());
+    for (size_t at = text.find("```yaml\n"); at != std::string::npos;
+         at = text.find("```yaml\n", at + 1)) {
+      const size_t begin = at + 8;
+      const size_t end = text.find("```", begin);
+      ASSERT_NE(end, std::string::npos) << doc;
+      const std::string block = text.substr(begin, end - begin);
+      if (block.rfind("name:", 0) != 0 || block.find("\nvms:") == std::string::npos) continue;
+      ++plans;
+      auto parsed = ParsePlan(block);
+      EXPECT_TRUE(parsed.ok()) << doc << ":\n" << block << "\n" << parsed.status().ToString();
+    }
+  }
+  EXPECT_GE(plans, 2);
 }
 
 }  // namespace
