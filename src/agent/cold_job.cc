@@ -44,12 +44,30 @@ using Json = nlohmann::json;
 constexpr int64_t kProgressEveryMs = 500;
 constexpr int64_t kTickMs = 100;
 constexpr int64_t kSourceRetryEveryMs = 2000;  // docs/plans.md: ask a lost source every 2 s
+// Asking the source about its export: soon at first (a shut-off VM's export is usually
+// ready in tens of milliseconds), then backing off to every 500 ms.
+constexpr int64_t kExportPollFirstMs = 20;
 constexpr int64_t kExportPollMs = 500;
 constexpr int64_t kStatePersistEveryMs = 1000;  // frontier in the state file during a copy
 constexpr int64_t kShutdownSlackMs = 60000;     // past the source's shutdown timeout
 constexpr int kStateVersion = 1;
 constexpr size_t kMaxStateBytes = 4 << 20;
 constexpr uint64_t kMiB = 1 << 20;
+
+// The next wait of a poll loop: first, 2 x first, ... up to most.
+class PollBackoff {
+ public:
+  PollBackoff(int64_t first, int64_t most) : next_(first), most_(most) {}
+  int64_t Next() {
+    const int64_t now = next_;
+    next_ = std::min(next_ * 2, most_);
+    return now;
+  }
+
+ private:
+  int64_t next_;
+  int64_t most_;
+};
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -576,12 +594,13 @@ class ColdJob {
   Result<ExportInfo> WaitServing(ExportInfo info, int64_t wait_ms) {
     const int64_t start = NowMs();
     ExportState reported = info.state;
+    PollBackoff poll(kExportPollFirstMs, kExportPollMs);
     while (info.state == ExportState::kPreparing || info.state == ExportState::kShuttingDown) {
       if (NowMs() - start > wait_ms) {
         return Status::Io("export " + info.id + " still " +
                           std::string(ExportStateName(info.state)) + " after " + Seconds(wait_ms));
       }
-      if (!Sleep(kExportPollMs)) return Status::Cancelled("cancelled while the source prepared");
+      if (!Sleep(poll.Next())) return Status::Cancelled("cancelled while the source prepared");
       FERRY_ASSIGN_OR_RETURN(info, client_.GetExport(info.id));
       if (info.state != reported) {
         reported = info.state;
@@ -854,6 +873,7 @@ class ColdJob {
 
     // The source's hashes: it hashes while it serves, so it may still be at it.
     int64_t last_report = 0;
+    PollBackoff poll(kExportPollFirstMs, kExportPollMs);
     while (d.exported.hash_state != HashState::kDone) {
       if (d.exported.hash_state == HashState::kFailed) {
         return Status::Io("disk " + id + ": the source could not hash its disk");
@@ -864,7 +884,7 @@ class ColdJob {
                           std::to_string(d.exported.hashed_bytes) + " of " +
                           std::to_string(d.exported.size) + " bytes hashed)");
       }
-      if (!Sleep(kExportPollMs)) return Status::Cancelled("cancelled during verification");
+      if (!Sleep(poll.Next())) return Status::Cancelled("cancelled during verification");
       Result<ExportInfo> info = client_.GetExport(export_.id);
       if (!info.ok() && info.status().code() == ErrorCode::kIo) {
         FERRY_ASSIGN_OR_RETURN(
