@@ -10,7 +10,8 @@
 #   qemu-img       qemu-nbd as above, `qemu-img convert -f raw nbd://... -O raw` on host2,
 #                  `virsh define`
 #
-#   bench/cold_bench.sh [--size 4G] [--repeat N]    (as root; scripts/lab-deps first)
+#   bench/cold_bench.sh [--size 4G] [--repeat N] [--copy-workers N]
+#                                                   (as root; scripts/lab-deps first)
 #
 # Each run starts with a cold page cache. Wall time from the start of the copy to the VM being
 # defined; CPU time = user+sys of every process involved (ferryd and both agents, or qemu-nbd,
@@ -24,10 +25,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 size=4G
 repeat=1
+copy_workers=4   # the agents' copy_workers (their default)
 while [ $# -gt 0 ]; do
   case $1 in
     --size) size=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
+    --copy-workers) copy_workers=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -40,7 +43,7 @@ root=$work/lab
 base=150
 h1=127.0.0.$((base + 1)); h2=127.0.0.$((base + 2))
 token=cold-bench
-pids=()
+pids=(); names_of_pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   pkill -f "qemu-nbd.*$work" 2>/dev/null || true
@@ -92,10 +95,10 @@ for h in 1 2; do
   cat > "$work/agent$h.json" <<EOF
 {"listen": "$a:7801", "token": "$token", "libvirt_uri": "qemu+tcp://$a/system",
  "migration_uri": "tcp://$a", "host_id": "host$h", "state_dir": "$work/agent$h",
- "shares": $shares, "default_domain_type": "qemu"}
+ "shares": $shares, "default_domain_type": "qemu", "copy_workers": $copy_workers}
 EOF
   "$bin/src/agent/ferry-agent" --config "$work/agent$h.json" > "$work/agent$h.log" 2>&1 &
-  pids+=($!)
+  pids+=($!); names_of_pids+=("agent$h")
 done
 cat > "$work/ferryd.json" <<EOF
 {"listen": "127.0.0.$base:7800", "token": "$token", "database": "$work/ferry.db",
@@ -107,7 +110,7 @@ for _ in $(seq 100); do curl -sf -H "Authorization: Bearer $token" "http://$h1:7
   curl -sf -H "Authorization: Bearer $token" "http://$h2:7801/agent/v1/health" >/dev/null && break; sleep 0.1; done
 "$bin/src/server/ferryd" --config "$work/ferryd.json" > "$work/ferryd.log" 2>&1 &
 ferryd_pid=$!
-pids+=($ferryd_pid)
+pids+=($ferryd_pid); names_of_pids+=(ferryd)
 export FERRY_SERVER=http://127.0.0.$base:7800 FERRY_TOKEN=$token
 for _ in $(seq 300); do "$ferry" hosts >/dev/null 2>&1 && break; sleep 0.2; done
 
@@ -133,10 +136,14 @@ EOF
   drop_caches
   local c0 tx0 t0 t1 c1 tx1
   c0=0; for p in "${pids[@]}"; do c0=$(echo "$c0 + $(cpu_of "$p")" | bc); done
+  local cpu_before=(); for p in "${pids[@]}"; do cpu_before+=("$(cpu_of "$p")"); done
   tx0=$(lo_tx); t0=$(now)
   /usr/bin/time -f "%U %S" -o "$work/cli.time" "$ferry" plan apply --wait -f "$work/plan-$n.yaml" >/dev/null
   t1=$(now); tx1=$(lo_tx)
   c1=0; for p in "${pids[@]}"; do c1=$(echo "$c1 + $(cpu_of "$p")" | bc); done
+  local per=()
+  for i in "${!pids[@]}"; do per+=("${names_of_pids[$i]}=$(echo "$(cpu_of "${pids[$i]}") - ${cpu_before[$i]}" | bc)"); done
+  echo "cold_bench: run $n CPU s by process: ${per[*]}" >&2
   read -r cu cs < "$work/cli.time"
   record "ferry $(echo "$t1 - $t0" | bc) $(echo "$c1 - $c0 + $cu + $cs" | bc) $((tx1 - tx0)) 0"
   # Where the time went: every event of the migration, relative to the command's start.
