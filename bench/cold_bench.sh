@@ -63,24 +63,8 @@ echo "cold_bench: lab up in $root ..." >&2
 pool1=$root/hosts/host1/local
 pool2=$root/hosts/host2/local
 
-# The source disk: ~25% allocated in 1..64 MiB runs, one run in eight zero-filled (the same
-# generator as bench/convert_bench.sh).
-python3 - "$work/src.raw" "$(numfmt --from=iec "$size")" <<'PY'
-import os, random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(42)
-mib = 1 << 20
-with open(path, 'wb') as f:
-    f.truncate(size)
-    done = 0
-    while done < size // 4:
-        run = rnd.randint(1, 64) * mib
-        off = rnd.randrange(0, size // mib) * mib
-        run = min(run, size - off)
-        f.seek(off)
-        f.write(bytes(run) if rnd.random() < 0.125 else os.urandom(run))
-        done += run
-PY
+# The source disk: ~25% allocated in 1..64 MiB runs, one run in eight zero-filled.
+python3 bench/make_sparse_disk.py "$work/src.raw" "$(numfmt --from=iec "$size")"
 qemu-img convert -f raw -O qcow2 "$work/src.raw" "$pool1/big.qcow2"
 allocated=$(qemu-img map --output=json -f raw "$work/src.raw" |
   python3 -c 'import json,sys; print(sum(e["length"] for e in json.load(sys.stdin) if e["data"]))')
@@ -91,11 +75,10 @@ virsh -q -c "qemu+tcp://$h1/system" dumpxml --inactive big > "$work/big.xml"
 
 for h in 1 2; do
   a=127.0.0.$((base + h))
-  shares='{}'
   cat > "$work/agent$h.json" <<EOF
 {"listen": "$a:7801", "token": "$token", "libvirt_uri": "qemu+tcp://$a/system",
  "migration_uri": "tcp://$a", "host_id": "host$h", "state_dir": "$work/agent$h",
- "shares": $shares, "default_domain_type": "qemu", "copy_workers": $copy_workers}
+ "shares": {}, "default_domain_type": "qemu", "copy_workers": $copy_workers}
 EOF
   "$bin/src/agent/ferry-agent" --config "$work/agent$h.json" > "$work/agent$h.log" 2>&1 &
   pids+=($!); names_of_pids+=("agent$h")
@@ -134,18 +117,18 @@ target_defaults: {start: false, boot_check: {marker: ""}}
 options: {shutdown_source: false}
 EOF
   drop_caches
-  local c0 tx0 t0 t1 c1 tx1
-  c0=0; for p in "${pids[@]}"; do c0=$(echo "$c0 + $(cpu_of "$p")" | bc); done
-  local cpu_before=(); for p in "${pids[@]}"; do cpu_before+=("$(cpu_of "$p")"); done
+  local tx0 t0 t1 tx1 cpu=0 per=() before=() i d
+  for p in "${pids[@]}"; do before+=("$(cpu_of "$p")"); done
   tx0=$(lo_tx); t0=$(now)
   /usr/bin/time -f "%U %S" -o "$work/cli.time" "$ferry" plan apply --wait -f "$work/plan-$n.yaml" >/dev/null
   t1=$(now); tx1=$(lo_tx)
-  c1=0; for p in "${pids[@]}"; do c1=$(echo "$c1 + $(cpu_of "$p")" | bc); done
-  local per=()
-  for i in "${!pids[@]}"; do per+=("${names_of_pids[$i]}=$(echo "$(cpu_of "${pids[$i]}") - ${cpu_before[$i]}" | bc)"); done
+  for i in "${!pids[@]}"; do
+    d=$(echo "$(cpu_of "${pids[$i]}") - ${before[$i]}" | bc)
+    cpu=$(echo "$cpu + $d" | bc); per+=("${names_of_pids[$i]}=$d")
+  done
   echo "cold_bench: run $n CPU s by process: ${per[*]}" >&2
   read -r cu cs < "$work/cli.time"
-  record "ferry $(echo "$t1 - $t0" | bc) $(echo "$c1 - $c0 + $cu + $cs" | bc) $((tx1 - tx0)) 0"
+  record "ferry $(echo "$t1 - $t0" | bc) $(echo "$cpu + $cu + $cs" | bc) $((tx1 - tx0)) 0"
   # Where the time went: every event of the migration, relative to the command's start.
   local mid
   mid=$("$ferry" plan status "bench-$n" --output json | python3 -c 'import json,sys; d=json.load(sys.stdin); print((d.get("plan") or d)["vms"][0]["migration"])')

@@ -38,26 +38,7 @@ trap 'pkill -f "qemu-nbd.*$work" 2>/dev/null || true; rm -rf "$work"' EXIT
 qfmt() { case $1 in vhd) echo vpc ;; *) echo "$1" ;; esac; }
 
 make_sparse() {  # path size: ~25% allocated in runs of 1..64 MiB, 1/8 of them zero-filled
-  local path=$1 bytes
-  bytes=$(numfmt --from=iec "$2")
-  truncate -s "$2" "$path"
-  python3 - "$path" "$bytes" <<'PY'
-import os, random, sys
-path, size = sys.argv[1], int(sys.argv[2])
-rnd = random.Random(42)
-mib = 1 << 20
-target = size // 4
-done = 0
-with open(path, 'r+b') as f:
-    while done < target:
-        run = rnd.randint(1, 64) * mib
-        off = rnd.randrange(0, size // mib) * mib
-        run = min(run, size - off)
-        f.seek(off)
-        data = bytes(run) if rnd.random() < 0.125 else os.urandom(run)
-        f.write(data)
-        done += run
-PY
+  python3 bench/make_sparse_disk.py "$1" "$(numfmt --from=iec "$2")"
 }
 
 make_full() {
