@@ -1,9 +1,17 @@
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/statfs.h>
+#include <unistd.h>
 
+#include <linux/magic.h>
+#include <random>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.h"
 #include "common/checksum.h"
+#include "common/file.h"
 #include "common/status.h"
 #include "common/units.h"
 
@@ -96,6 +104,105 @@ TEST(UnitsTest, ParseSize) {
   EXPECT_FALSE(ParseSize("").ok());
   EXPECT_FALSE(ParseSize("-1").ok());
   EXPECT_EQ(FormatBytes(1536), "1.50 KiB");
+}
+
+// Forwards to an in-memory file and records the page-cache hints it gets.
+class HintRecordingFile final : public File {
+ public:
+  HintRecordingFile() : base_(NewMemoryFile({}, "rec")) {}
+  const std::string& path() const override { return base_->path(); }
+  Status ReadAt(uint64_t o, std::span<uint8_t> b) const override { return base_->ReadAt(o, b); }
+  Result<size_t> ReadSomeAt(uint64_t o, std::span<uint8_t> b) const override {
+    return base_->ReadSomeAt(o, b);
+  }
+  Status WriteAt(uint64_t o, std::span<const uint8_t> d) override { return base_->WriteAt(o, d); }
+  Result<uint64_t> Size() const override { return base_->Size(); }
+  Status Truncate(uint64_t s) override { return base_->Truncate(s); }
+  Status Sync() override { return base_->Sync(); }
+  void StartWriteback(uint64_t o, uint64_t l) override { started.emplace_back(o, l); }
+  void ReleaseWritten(uint64_t o, uint64_t l) override { released.emplace_back(o, l); }
+  Status PunchHole(uint64_t o, uint64_t l) override { return base_->PunchHole(o, l); }
+  Status Allocate(uint64_t o, uint64_t l) override { return base_->Allocate(o, l); }
+  Status DataRanges(uint64_t o, uint64_t l,
+                    std::vector<std::pair<uint64_t, uint64_t>>* out) const override {
+    return base_->DataRanges(o, l, out);
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> started, released;
+
+ private:
+  std::unique_ptr<File> base_;
+};
+
+TEST(WriteBehindTest, ReleasesTheOldestRangesOnceTheWindowIsFull) {
+  HintRecordingFile f;
+  WriteBehind wb(&f, 3 << 20);
+  using R = std::pair<uint64_t, uint64_t>;
+  const uint64_t mib = 1 << 20;
+  wb.Wrote(5 * mib, mib);
+  wb.Wrote(0, mib);
+  wb.Wrote(9 * mib, mib);
+  EXPECT_TRUE(f.released.empty()) << "3 MiB held fits a 3 MiB window";
+  wb.Wrote(2 * mib, 2 * mib);  // 5 MiB held: the two oldest go
+  EXPECT_EQ(f.released, (std::vector<R>{{5 * mib, mib}, {0, mib}}));
+  wb.Wrote(7 * mib, 0);  // nothing written, nothing to do
+  EXPECT_EQ(f.started, (std::vector<R>{{5 * mib, mib}, {0, mib}, {9 * mib, mib}, {2 * mib, 2 * mib}}));
+  // A single write larger than the window is kept until the next one.
+  WriteBehind small(&f, mib);
+  f.released.clear();
+  small.Wrote(20 * mib, 4 * mib);
+  EXPECT_TRUE(f.released.empty());
+  small.Wrote(30 * mib, mib);
+  EXPECT_EQ(f.released, (std::vector<R>{{20 * mib, 4 * mib}}));
+}
+
+// On a real file: the data survives the dropping, and the pages written long ago have left the
+// page cache (mincore) while the last window is still there.
+TEST(WriteBehindTest, RealFileKeepsDataAndDropsOldPages) {
+  // /var/tmp: on disk on Debian (tmpfs would have no writeback and keep every page).
+  const std::string path = "/var/tmp/ferry-write-behind-" + std::to_string(::getpid());
+  struct statfs fs {};
+  ASSERT_EQ(::statfs("/var/tmp", &fs), 0);
+  ASSERT_NE(fs.f_type, TMPFS_MAGIC) << "/var/tmp is a tmpfs: this test needs a disk filesystem";
+  auto file = PosixEnv()->Open(path, OpenMode::kCreateTruncate);
+  ASSERT_TRUE(file.ok()) << file.status().ToString();
+  const uint64_t mib = 1 << 20, total = 32 * mib;
+  std::vector<uint8_t> data(total);
+  std::mt19937_64 rng(7);
+  for (auto& b : data) b = static_cast<uint8_t>(rng());
+  {
+    WriteBehind wb(file->get(), 4 * mib);
+    for (uint64_t off = 0; off < total; off += mib) {
+      ASSERT_TRUE((*file)->WriteAt(off, {data.data() + off, mib}).ok());
+      wb.Wrote(off, mib);
+    }
+  }
+  std::vector<uint8_t> back(total);
+  ASSERT_TRUE((*file)->ReadAt(0, back).ok());
+  EXPECT_TRUE(back == data);
+
+  // Residency right after writing: re-write, then look before reading anything back.
+  auto again = PosixEnv()->Open(path, OpenMode::kReadWrite);
+  ASSERT_TRUE(again.ok());
+  {
+    WriteBehind wb(again->get(), 4 * mib);
+    for (uint64_t off = 0; off < total; off += mib) {
+      ASSERT_TRUE((*again)->WriteAt(off, {data.data() + off, mib}).ok());
+      wb.Wrote(off, mib);
+    }
+  }
+  const long page = ::sysconf(_SC_PAGESIZE);
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  void* map = ::mmap(nullptr, total, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  ASSERT_NE(map, MAP_FAILED);
+  std::vector<unsigned char> resident(total / static_cast<uint64_t>(page));
+  ASSERT_EQ(::mincore(map, total, resident.data()), 0);
+  size_t first_half = 0;
+  for (size_t i = 0; i < resident.size() / 2; ++i) first_half += resident[i] & 1;
+  EXPECT_EQ(first_half, 0u) << "pages of the first 16 MiB should have been dropped";
+  ::munmap(map, total);
+  EXPECT_TRUE(PosixEnv()->Remove(path).ok());
 }
 
 }  // namespace

@@ -96,6 +96,14 @@ class PosixFile final : public File {
                       SYNC_FILE_RANGE_WRITE);
   }
 
+  void ReleaseWritten(uint64_t offset, uint64_t length) override {
+    ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
+                      SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                          SYNC_FILE_RANGE_WAIT_AFTER);
+    ::posix_fadvise(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
+                    POSIX_FADV_DONTNEED);
+  }
+
   Status PunchHole(uint64_t offset, uint64_t length) override {
     if (length == 0) return Status::Ok();
     if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
@@ -314,6 +322,24 @@ std::unique_ptr<File> NewSliceFile(std::shared_ptr<File> base, uint64_t offset, 
 Env* PosixEnv() {
   static RealEnv* env = new RealEnv();  // never destroyed: used until exit
   return env;
+}
+
+void WriteBehind::Wrote(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  file_->StartWriteback(offset, length);
+  std::vector<std::pair<uint64_t, uint64_t>> release;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    held_.emplace_back(offset, length);
+    held_bytes_ += length;
+    while (held_bytes_ > window_bytes_ && held_.size() > 1) {
+      release.push_back(held_.front());
+      held_bytes_ -= held_.front().second;
+      held_.pop_front();
+    }
+  }
+  // Outside the lock: waiting for writeback must not hold up the other writers' bookkeeping.
+  for (const auto& [off, len] : release) file_->ReleaseWritten(off, len);
 }
 
 std::string DirName(const std::string& path) {

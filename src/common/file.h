@@ -9,7 +9,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -41,6 +43,9 @@ class File {
   // Starts writing [offset, offset+length) back to storage without waiting, so that a later
   // Sync() has little left to do. A hint: may do nothing.
   virtual void StartWriteback(uint64_t offset, uint64_t length) {}
+  // Waits until [offset, offset+length) is written back to storage, then drops it from the
+  // page cache. A hint: may do nothing.
+  virtual void ReleaseWritten(uint64_t offset, uint64_t length) {}
   // Deallocates [offset, offset+length) so it reads as zeros, keeping the size. Falls back
   // to writing zeros where the filesystem cannot punch holes.
   virtual Status PunchHole(uint64_t offset, uint64_t length) = 0;
@@ -71,6 +76,32 @@ class Env {
   virtual Result<std::string> RealPath(const std::string& path) = 0;
   // Last modification time in nanoseconds since the epoch.
   virtual Result<int64_t> ModifiedTimeNanos(const std::string& path) = 0;
+};
+
+// Keeps the page cache a bulk writer fills small: after each data write the writer calls
+// Wrote(); that starts the range's writeback, and once more than `window_bytes` written since
+// are still held, waits for the oldest ranges to reach storage and drops them from the cache
+// (as nbdcopy does for its file target). Without it a copy of a large disk fills the page
+// cache with dirty pages, the kernel throttles every writer, and each new cache page costs
+// more than the copy into it (measured in docs/benchmarks.md, "Write-behind"); the
+// migrated disk's data also stops crowding out what the host's running guests have cached.
+// Metadata writes (tables, headers) are not reported: they are small and are read again.
+// Thread-safe: several writer threads may share one WriteBehind.
+class WriteBehind {
+ public:
+  static constexpr uint64_t kDefaultWindowBytes = 64ull << 20;
+
+  explicit WriteBehind(File* file, uint64_t window_bytes = kDefaultWindowBytes)
+      : file_(file), window_bytes_(window_bytes) {}
+
+  void Wrote(uint64_t offset, uint64_t length);
+
+ private:
+  File* file_;
+  const uint64_t window_bytes_;
+  std::mutex mu_;
+  std::deque<std::pair<uint64_t, uint64_t>> held_;  // GUARDED_BY(mu_): oldest first
+  uint64_t held_bytes_ = 0;                          // GUARDED_BY(mu_)
 };
 
 // A read-only window [offset, offset+length) of `base`, seen as a whole file named `name`

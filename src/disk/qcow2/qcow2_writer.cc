@@ -113,6 +113,7 @@ class Qcow2Sink final : public BlockSink {
  public:
   Qcow2Sink(std::unique_ptr<File> file, const Layout& layout, bool zero_initialized)
       : file_(std::move(file)),
+        write_behind_(file_.get()),
         path_(file_->path()),
         l_(layout),
         cs_(layout.cluster_size),
@@ -169,6 +170,7 @@ class Qcow2Sink final : public BlockSink {
   Status WritePieces(std::vector<Piece>& pieces);
 
   std::unique_ptr<File> file_;
+  WriteBehind write_behind_;
   const std::string path_;
   const Layout l_;
   const uint64_t cs_;
@@ -300,6 +302,7 @@ Status Qcow2Sink::WritePieces(std::vector<Piece>& pieces) {
       }
       FERRY_TRY(file_->WriteAt(pieces[i].host, staging));
     }
+    write_behind_.Wrote(pieces[i].host, host_end - pieces[i].host);
     i = j;
   }
   return Status::Ok();

@@ -56,7 +56,8 @@ class RawSource final : public BlockSource {
 class RawSink final : public BlockSink {
  public:
   RawSink(std::unique_ptr<File> file, uint64_t size, bool zero_initialized)
-      : file_(std::move(file)), size_(size), zero_initialized_(zero_initialized) {}
+      : file_(std::move(file)), write_behind_(file_.get()), size_(size),
+        zero_initialized_(zero_initialized) {}
 
   uint64_t size() const override { return size_; }
   uint32_t granularity() const override { return kRawGranularity; }
@@ -64,7 +65,7 @@ class RawSink final : public BlockSink {
 
   Status Write(uint64_t offset, std::span<const uint8_t> data) override {
     FERRY_TRY(file_->WriteAt(offset, data));
-    file_->StartWriteback(offset, data.size());
+    write_behind_.Wrote(offset, data.size());
     return Status::Ok();
   }
   Status WriteZeroes(uint64_t offset, uint64_t length) override {
@@ -78,6 +79,7 @@ class RawSink final : public BlockSink {
 
  private:
   std::unique_ptr<File> file_;
+  WriteBehind write_behind_;
   uint64_t size_;
   bool zero_initialized_;
 };

@@ -175,7 +175,11 @@ Result<Blob> ParseBlob(const std::string& path, std::span<const uint8_t> b) {
 class FixedVhdSink final : public BlockSink {
  public:
   FixedVhdSink(std::unique_ptr<File> file, Plan plan, Identity id, bool zero_initialized)
-      : file_(std::move(file)), plan_(plan), id_(id), zero_initialized_(zero_initialized) {}
+      : file_(std::move(file)),
+        write_behind_(file_.get()),
+        plan_(plan),
+        id_(id),
+        zero_initialized_(zero_initialized) {}
 
   uint64_t size() const override { return plan_.size; }
   uint32_t granularity() const override { return kFixedGranularity; }
@@ -183,7 +187,9 @@ class FixedVhdSink final : public BlockSink {
 
   Status Write(uint64_t offset, std::span<const uint8_t> data) override {
     FERRY_TRY(CheckRange(offset, data.size()));
-    return file_->WriteAt(offset, data);
+    FERRY_TRY(file_->WriteAt(offset, data));
+    write_behind_.Wrote(offset, data.size());
+    return Status::Ok();
   }
   Status WriteZeroes(uint64_t offset, uint64_t length) override {
     FERRY_TRY(CheckRange(offset, length));
@@ -213,6 +219,7 @@ class FixedVhdSink final : public BlockSink {
   }
 
   std::unique_ptr<File> file_;
+  WriteBehind write_behind_;
   const Plan plan_;
   const Identity id_;
   const bool zero_initialized_;
@@ -253,6 +260,7 @@ class DynamicVhdSink final : public BlockSink {
   DynamicVhdSink(std::unique_ptr<File> file, Plan plan, Identity id, std::vector<uint32_t> bat,
                  uint64_t next_free, bool zero_initialized)
       : file_(std::move(file)),
+        write_behind_(file_.get()),
         plan_(plan),
         layout_(DynamicLayout::For(plan)),
         id_(id),
@@ -294,7 +302,9 @@ class DynamicVhdSink final : public BlockSink {
         bitmap_offset = uint64_t(entry) * kSectorSize;
       }
       if (fresh) FERRY_TRY(file_->WriteAt(bitmap_offset, full_bitmap_));
-      FERRY_TRY(file_->WriteAt(bitmap_offset + layout_.bitmap_size + (pos - block_start), piece));
+      const uint64_t data_offset = bitmap_offset + layout_.bitmap_size + (pos - block_start);
+      FERRY_TRY(file_->WriteAt(data_offset, piece));
+      write_behind_.Wrote(data_offset, piece.size());
       pos = stop;
     }
     return Status::Ok();
@@ -369,6 +379,7 @@ class DynamicVhdSink final : public BlockSink {
   }
 
   std::unique_ptr<File> file_;
+  WriteBehind write_behind_;
   const Plan plan_;
   const DynamicLayout layout_;
   const Identity id_;

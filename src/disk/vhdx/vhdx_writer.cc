@@ -92,6 +92,7 @@ class VhdxSink final : public BlockSink {
   VhdxSink(std::unique_ptr<File> file, Layout layout, std::vector<uint64_t> bat, uint64_t file_end,
            bool zero_initialized)
       : file_(std::move(file)),
+        write_behind_(file_.get()),
         l_(layout),
         bat_(std::move(bat)),
         file_end_(file_end),
@@ -203,7 +204,11 @@ class VhdxSink final : public BlockSink {
   // Writes into a block. Blocks allocated since Create/Resume lie past the old end of file
   // and read as zeros, so all-zero runs there are skipped (left as host-file holes).
   Status WriteBlockData(uint64_t file_offset, std::span<const uint8_t> data, bool fresh) {
-    if (!fresh) return file_->WriteAt(file_offset, data);
+    if (!fresh) {
+      FERRY_TRY(file_->WriteAt(file_offset, data));
+      write_behind_.Wrote(file_offset, data.size());
+      return Status::Ok();
+    }
     size_t i = 0;
     while (i < data.size()) {
       size_t n = std::min<size_t>(kZeroSkipUnit, data.size() - i);
@@ -218,6 +223,7 @@ class VhdxSink final : public BlockSink {
         j += m;
       }
       FERRY_TRY(file_->WriteAt(file_offset + i, data.subspan(i, j - i)));
+      write_behind_.Wrote(file_offset + i, j - i);
       i = j;
     }
     return Status::Ok();
@@ -235,6 +241,7 @@ class VhdxSink final : public BlockSink {
   }
 
   std::unique_ptr<File> file_;
+  WriteBehind write_behind_;
   const Layout l_;
   std::mutex mu_;
   std::vector<uint64_t> bat_;  // GUARDED_BY(mu_)

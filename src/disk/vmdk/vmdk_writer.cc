@@ -138,7 +138,8 @@ Result<SparseHeader> ReadExistingHeader(File& file, const Geometry& g) {
 class SparseSink final : public BlockSink {
  public:
   // Layout (like qemu): header, descriptor, redundant GD + its GTs, GD + its GTs, grains.
-  SparseSink(std::unique_ptr<File> file, const Geometry& g) : file_(std::move(file)), g_(g) {
+  SparseSink(std::unique_ptr<File> file, const Geometry& g)
+      : file_(std::move(file)), write_behind_(file_.get()), g_(g) {
     h_.version = 1;
     h_.flags = vmdk::kFlagValidNewlineTest | vmdk::kFlagRedundantGrainTable;
     h_.capacity = g.capacity;
@@ -243,6 +244,7 @@ class SparseSink final : public BlockSink {
       const uint64_t begin = i * gb;
       const uint64_t end = std::min<uint64_t>(j * gb, data.size());
       FERRY_TRY(file_->WriteAt(sectors[i] * kSector, data.subspan(begin, end - begin)));
+      write_behind_.Wrote(sectors[i] * kSector, end - begin);
       if (end - begin < (j - i) * gb) {
         // The last grain of a disk whose size is not a grain multiple: keep it whole.
         std::vector<uint8_t> pad((j - i) * gb - (end - begin), 0);
@@ -328,6 +330,7 @@ class SparseSink final : public BlockSink {
   }
 
   std::unique_ptr<File> file_;
+  WriteBehind write_behind_;
   const Geometry g_;
   SparseHeader h_;
   bool zero_initialized_ = true;
@@ -346,7 +349,8 @@ class StreamSink final : public BlockSink {
   // grains from sector 128 each as {lba, size, zlib data} padded to a sector; after a grain
   // table's grains its GT marker + GT; at the end GD marker + GD, footer marker + footer
   // (the header with the real gdOffset), end-of-stream marker.
-  StreamSink(std::unique_ptr<File> file, const Geometry& g) : file_(std::move(file)), g_(g) {
+  StreamSink(std::unique_ptr<File> file, const Geometry& g)
+      : file_(std::move(file)), write_behind_(file_.get()), g_(g) {
     h_.version = 3;
     h_.flags = vmdk::kFlagValidNewlineTest | vmdk::kFlagCompressed | vmdk::kFlagMarkers;
     h_.capacity = g.capacity;
@@ -585,6 +589,7 @@ class StreamSink final : public BlockSink {
   Status FlushOut() {
     if (out_.empty()) return Status::Ok();
     Status s = file_->WriteAt(out_start_ * kSector, out_);
+    if (s.ok()) write_behind_.Wrote(out_start_ * kSector, out_.size());
     out_.clear();
     return s;
   }
@@ -624,6 +629,7 @@ class StreamSink final : public BlockSink {
   }
 
   std::unique_ptr<File> file_;
+  WriteBehind write_behind_;
   const Geometry g_;
   SparseHeader h_;
   bool zero_initialized_ = true;
