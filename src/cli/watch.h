@@ -23,7 +23,9 @@
 namespace ferry::cli {
 
 struct WatchOptions {
-  int64_t poll_ms = 500;
+  // 200 ms: a finished migration is seen (and `--wait` returns) soon after ferryd knows; a GET
+  // of one record is cheap for ferryd.
+  int64_t poll_ms = 200;
   int64_t retry_ms = 15'000;  // how long an unreachable ferryd is tolerated mid-watch
   Clock* clock = SystemClock();
 };
