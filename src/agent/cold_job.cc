@@ -321,6 +321,9 @@ class ColdJob {
     DiskState* state = nullptr;
     DiskProgress progress;  // GUARDED_BY(mu_)
     bool touched = false;   // this attempt ran a copy for it (its .ferry-part is ours)
+    // verify stream: the SHA-256 of every hash chunk this attempt's copy wrote (unset when an
+    // earlier attempt copied the disk, or the copy's chunks did not match the hash chunks).
+    std::optional<std::vector<Sha256Digest>> written_hashes;
   };
 
   // --- Steps ---
@@ -357,7 +360,7 @@ class ColdJob {
     }
 
     // verifying
-    if (cold_.verify) {
+    if (cold_.verify != plan::VerifyMode::kOff) {
       SetPhase("verifying");
       for (Disk& d : disks_) FERRY_TRY(VerifyOne(d));
     } else {
@@ -369,7 +372,8 @@ class ColdJob {
     if (!cold_.deploy_auto) {
       SetPhase("awaiting-deploy");
       Event("phase", "awaiting-deploy: every disk is copied" +
-                         std::string(cold_.verify ? " and verified" : "") +
+                         std::string(cold_.verify != plan::VerifyMode::kOff ? " and verified"
+                                                                             : "") +
                          "; waiting for proceed (POST /agent/v1/jobs/" + spec_.id + "/proceed)");
       while (!ctx_.proceed_requested()) {
         if (!Sleep(200)) return Status::Cancelled("cancelled while awaiting deploy");
@@ -430,7 +434,7 @@ class ColdJob {
     if (cold_.source.url.empty()) return bad("cold.source.url: must not be empty");
     if (vm_.name.empty() || !ValidFileName(vm_.name)) return bad("cold.vm.name: not a valid name");
     if (vm_.disks.empty()) return bad("cold.vm.disks: the VM has no disks to copy");
-    if (cold_.verify && cold_.export_spec.hash_chunk_size == 0) {
+    if (cold_.verify != plan::VerifyMode::kOff && cold_.export_spec.hash_chunk_size == 0) {
       return bad("cold.export_spec.hash_chunk_size: 0 (no source hashes) but verify is on");
     }
     if (cold_.checkpoint_bytes == 0) return bad("cold.checkpoint_bytes: must not be zero");
@@ -715,6 +719,7 @@ class ColdJob {
       d.progress.state = d.state->verified ? "done" : "copying";
       return Status::Ok();
     }
+    if (env_.before_copy) env_.before_copy(id);
     SetDiskState(d, "copying");
     d.touched = true;
     const bool vhd_fixed = d.target->format == "vhd";
@@ -745,6 +750,13 @@ class ColdJob {
       req.copy.checkpoint_bytes = cold_.checkpoint_bytes;
       req.copy.cancel = &cancel_;
       req.copy.rate_limit = spec_.bandwidth;  // 0 = as fast as the link and disks go
+      if (cold_.verify == plan::VerifyMode::kStream) {
+        // Hash what is written, in the source's hash chunks (the copy's chunks): verifying
+        // then needs no second read of the disk.
+        req.copy.hash = true;
+        req.copy.hash_whole_disk = false;
+        req.copy.chunk_size = cold_.export_spec.hash_chunk_size;
+      }
       const uint64_t previous_furthest = d.state->furthest;
       const uint64_t previous_read = d.state->bytes_read;
       uint64_t start_frontier = 0;
@@ -796,6 +808,16 @@ class ColdJob {
         }
         std::optional<FileStamp> stamp = StampOf(d.final_path);
         if (!stamp) return Status::Io(d.final_path + ": missing right after the copy");
+        if (cold_.verify == plan::VerifyMode::kStream) {
+          if (out->copy.chunk_size == cold_.export_spec.hash_chunk_size) {
+            d.written_hashes = std::move(out->copy.chunk_hashes);
+          } else {
+            Event("info", "disk " + id + ": the target format copies in " +
+                              std::to_string(out->copy.chunk_size) +
+                              "-byte chunks, not the source's hash chunks: it will be read back "
+                              "to verify");
+          }
+        }
         {
           std::lock_guard<std::mutex> lock(state_mu_);
           d.state->copied = true;
@@ -896,6 +918,55 @@ class ColdJob {
       RefreshExportedDisks();
     }
 
+    // Ours: what the copy wrote (stream), or the disk read back from storage (readback, or a
+    // disk an earlier attempt copied).
+    std::vector<Sha256Digest> ours;
+    std::string how;
+    if (cold_.verify == plan::VerifyMode::kStream && d.written_hashes) {
+      ours = std::move(*d.written_hashes);
+      d.written_hashes.reset();
+      how = "of the bytes written";
+    } else {
+      if (cold_.verify == plan::VerifyMode::kStream) {
+        Event("info", "disk " + id + ": no hashes from this attempt's copy; reading " +
+                          d.final_path + " back to verify it");
+      }
+      FERRY_ASSIGN_OR_RETURN(ours, ReadBackHashes(d));
+      how = "read back from " + d.final_path;
+    }
+    const std::vector<Sha256Digest>& theirs = d.exported.chunk_hashes;
+    if (ours.size() != theirs.size()) {
+      return FailVerify(d, std::to_string(ours.size()) + " chunks here, " +
+                               std::to_string(theirs.size()) + " at the source");
+    }
+    for (size_t i = 0; i < theirs.size(); ++i) {
+      if (ours[i] != theirs[i]) {
+        return FailVerify(d, "chunk " + std::to_string(i) + " at offset " +
+                                 Hex64(i * cold_.export_spec.hash_chunk_size) +
+                                 " differs from the source (" + ToHex(ours[i]).substr(0, 16) +
+                                 "... here, " + how + ", " + ToHex(theirs[i]).substr(0, 16) +
+                                 "... at the source)");
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(state_mu_);
+      d.state->verified = true;
+    }
+    FERRY_TRY(SaveState());
+    SetDiskState(d, "done");
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      d.progress.bytes_done = d.progress.bytes_total;
+    }
+    Event("info", "disk " + id + ": verified, " + std::to_string(theirs.size()) + " chunk hashes " +
+                      how + " equal the source's");
+    return Status::Ok();
+  }
+
+  // The chunk hashes of the finished disk as Ferry's reader reads it from storage (only the
+  // source's size of it: a fixed VHD may be longer).
+  Result<std::vector<Sha256Digest>> ReadBackHashes(Disk& d) {
+    const std::string& id = d.target->source_id;
     OpenOptions open;
     Result<ImageFormat> format = ParseImageFormat(d.target->format);
     if (!format.ok()) return format.status();
@@ -925,33 +996,7 @@ class ColdJob {
       if (cancel_) return Status::Cancelled("cancelled during verification");
       return hashes.status().WithContext("verify disk " + id + ": read back " + d.final_path);
     }
-    const std::vector<Sha256Digest>& theirs = d.exported.chunk_hashes;
-    if (hashes->size() != theirs.size()) {
-      return FailVerify(d, std::to_string(hashes->size()) + " chunks here, " +
-                               std::to_string(theirs.size()) + " at the source");
-    }
-    for (size_t i = 0; i < theirs.size(); ++i) {
-      if ((*hashes)[i] != theirs[i]) {
-        return FailVerify(d, "chunk " + std::to_string(i) + " at offset " +
-                                 Hex64(i * cold_.export_spec.hash_chunk_size) +
-                                 " differs from the source (" + ToHex((*hashes)[i]).substr(0, 16) +
-                                 "... here, " + ToHex(theirs[i]).substr(0, 16) +
-                                 "... at the source)");
-      }
-    }
-    {
-      std::lock_guard<std::mutex> lock(state_mu_);
-      d.state->verified = true;
-    }
-    FERRY_TRY(SaveState());
-    SetDiskState(d, "done");
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      d.progress.bytes_done = d.progress.bytes_total;
-    }
-    Event("info", "disk " + id + ": verified, " + std::to_string(theirs.size()) +
-                      " chunk hashes equal the source's");
-    return Status::Ok();
+    return std::move(*hashes);
   }
 
   Status FailVerify(Disk& d, const std::string& why) {

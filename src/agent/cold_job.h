@@ -44,8 +44,11 @@ struct ColdJobEnv {
   std::string default_domain_type = "kvm";                  // when ColdJobSpec::domain_type is ""
   std::vector<std::pair<std::string, std::string>> shares;  // name -> folder
   int copy_workers = 4;
-  // Test hook: called with each disk's id and final path after it is copied and before it is
-  // read back for verification (tests corrupt the file here). nullptr in production.
+  // Test hooks, nullptr in production. before_copy: with each disk's id once the export
+  // serves and before the disk is copied (tests change the source there, after it was hashed).
+  // before_verify: with each disk's id and final path after it is copied and before it is
+  // verified (tests corrupt the file here).
+  std::function<void(const std::string& disk_id)> before_copy;
   std::function<void(const std::string& disk_id, const std::string& path)> before_verify;
 };
 

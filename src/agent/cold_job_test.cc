@@ -17,6 +17,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/agent_service.h"
 #include "agent/export_registry.h"
 #include "api/agent_client.h"
@@ -185,6 +187,10 @@ TEST_F(ColdJobTest, StagesVhdxAndVmJsonThatMatchTheSource) {
   MigrationJobSpec spec = Spec();
   Result<JobResult> r = RunColdJob(spec, env_, ctx);
   ASSERT_TRUE(r.ok()) << r.status().ToString() << "\n" << ctx.Events();
+  // verify: stream, without reading the copy back.
+  EXPECT_NE(ctx.Events().find("chunk hashes of the bytes written equal the source's"),
+            std::string::npos)
+      << ctx.Events();
 
   const std::string vhdx = Staged("web1-disk0.vhdx");
   ASSERT_TRUE(fs::exists(vhdx)) << ctx.Events();
@@ -352,8 +358,11 @@ TEST_F(ColdJobTest, CancelRemovesTheStagingFolderAndClosesTheExport) {
   EXPECT_EQ(e->state, ExportState::kClosed);
 }
 
-TEST_F(ColdJobTest, CorruptedCopyFailsVerificationAndIsDeleted) {
+// verify: readback reads the finished file from storage, so it sees a change made after the
+// copy wrote it.
+TEST_F(ColdJobTest, CorruptedCopyFailsReadBackVerificationAndIsDeleted) {
   MigrationJobSpec spec = Spec("vhd");  // fixed VHD: guest data at file offset = disk offset
+  spec.cold.verify = plan::VerifyMode::kReadBack;
   std::string corrupted;
   env_.before_verify = [&](const std::string&, const std::string& path) {
     corrupted = path;
@@ -370,12 +379,63 @@ TEST_F(ColdJobTest, CorruptedCopyFailsVerificationAndIsDeleted) {
   EXPECT_EQ(r.status().code(), ErrorCode::kMismatch) << r.status().ToString();
   EXPECT_NE(r.status().message().find("chunk 2 at offset 0x800000"), std::string::npos)
       << r.status().message();
+  EXPECT_NE(r.status().message().find("read back from"), std::string::npos)
+      << r.status().message();
   ASSERT_FALSE(corrupted.empty());
   EXPECT_FALSE(fs::exists(corrupted));
   EXPECT_FALSE(fs::exists(dst_share_ + "/web1"));
   Result<ExportInfo> e = SourceExport();
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e->state, ExportState::kClosed);
+}
+
+// verify: stream (the default) compares the hashes of the bytes the copy wrote with the ones the
+// source took: a source that changed after it was hashed (something still wrote to it) fails
+// the job, and the copy is deleted.
+TEST_F(ColdJobTest, SourceChangedAfterHashingFailsStreamVerification) {
+  MigrationJobSpec spec = Spec("vhd");
+  ASSERT_EQ(spec.cold.verify, plan::VerifyMode::kStream);
+  // A data extent of the source qcow2 past the first 8 MiB, and where it lies in the file.
+  auto map = ferry::testing::Run("qemu-img map --output=json " + ShellQuote(source_disk_));
+  ASSERT_EQ(map.exit_code, 0) << map.output;
+  uint64_t guest = 0, host = 0;
+  for (const auto& e : nlohmann::json::parse(map.output)) {
+    if (e.value("data", false) && e["start"].get<uint64_t>() >= 8 * kMiB &&
+        e["length"].get<uint64_t>() >= 4096) {
+      guest = e["start"].get<uint64_t>();
+      host = e["offset"].get<uint64_t>();
+      break;
+    }
+  }
+  ASSERT_NE(guest, 0u) << map.output;
+  bool changed = false;
+  env_.before_copy = [&](const std::string&) {
+    for (int i = 0; i < 200; ++i) {  // wait until the export has hashed the disk
+      Result<ExportInfo> e = SourceExport();
+      if (e.ok() && !e->disks.empty() && e->disks[0].hash_state == HashState::kDone) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    int fd = ::open(source_disk_.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const std::string garbage(4096, '\x5a');
+    ASSERT_EQ(::pwrite(fd, garbage.data(), garbage.size(), static_cast<off_t>(host)),
+              static_cast<ssize_t>(garbage.size()));
+    ::close(fd);
+    changed = true;
+  };
+  FakeContext ctx;
+  Result<JobResult> r = RunColdJob(spec, env_, ctx);
+  ASSERT_TRUE(changed);
+  ASSERT_FALSE(r.ok()) << ctx.Events();
+  EXPECT_EQ(r.status().code(), ErrorCode::kMismatch) << r.status().ToString();
+  const uint64_t chunk = guest / (4 * kMiB);
+  std::ostringstream want;
+  want << "chunk " << chunk << " at offset 0x" << std::hex << chunk * 4 * kMiB;
+  EXPECT_NE(r.status().message().find(want.str()), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("of the bytes written"), std::string::npos)
+      << r.status().message();
+  EXPECT_FALSE(fs::exists(Staged("web1-disk0.vhd")));
+  EXPECT_FALSE(fs::exists(dst_share_ + "/web1"));
 }
 
 TEST_F(ColdJobTest, ManualDeployWaitsForProceed) {

@@ -76,7 +76,7 @@ struct ColdJobSpec {
   std::string target_share;  // target_type kShare: the share (on this agent) to stage into
   plan::TargetVm vm;         // resolved by ferryd (names, pools, formats, buses, NICs)
   std::string plan_name;
-  bool verify = true;
+  plan::VerifyMode verify = plan::VerifyMode::kStream;
   bool deploy_auto = true;   // false: wait in phase awaiting-deploy for POST .../proceed
   uint64_t checkpoint_bytes = 256ull << 20;
   int64_t source_retry_timeout_ms = 300000;  // keep asking a lost source for this long

@@ -387,7 +387,7 @@ OutJson J(const agent::ColdJobSpec& c) {
       {"target_share", c.target_share},
       {"vm", J(c.vm)},
       {"plan_name", c.plan_name},
-      {"verify", c.verify},
+      {"verify", std::string(plan::VerifyModeName(c.verify))},
       {"deploy_auto", c.deploy_auto},
       {"checkpoint_bytes", c.checkpoint_bytes},
       {"source_retry_timeout_ms", c.source_retry_timeout_ms},
@@ -695,7 +695,16 @@ Status Read(const Json& o, const std::string& p, agent::ColdJobSpec* c) {
       o, p, "vm", [&](const Json& v, const std::string& vp) { return Read(v, vp, &c->vm); },
       Need::kRequired));
   FERRY_TRY(ReadString(o, p, "plan_name", &c->plan_name));
-  FERRY_TRY(ReadBool(o, p, "verify", &c->verify));
+  if (auto v = o.find("verify"); v != o.end() && v->is_boolean()) {
+    // A ferryd from before the verify modes sends a boolean.
+    c->verify = v->get<bool>() ? plan::VerifyMode::kStream : plan::VerifyMode::kOff;
+  } else {
+    std::string mode(plan::VerifyModeName(c->verify));
+    FERRY_TRY(ReadString(o, p, "verify", &mode));
+    std::optional<plan::VerifyMode> m = plan::VerifyModeFromName(mode);
+    if (!m) return Bad(Join(p, "verify"), "expected stream, readback or off");
+    c->verify = *m;
+  }
   FERRY_TRY(ReadBool(o, p, "deploy_auto", &c->deploy_auto));
   FERRY_TRY(ReadU64(o, p, "checkpoint_bytes", &c->checkpoint_bytes));
   if (c->checkpoint_bytes == 0) return Bad(Join(p, "checkpoint_bytes"), "must not be zero");

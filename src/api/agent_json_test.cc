@@ -638,7 +638,7 @@ agent::MigrationJobSpec ColdSpec() {
   c.export_spec.force_shutdown = false;
   c.target_type = plan::EndpointType::kKvm;
   c.plan_name = "wave-1";
-  c.verify = true;
+  c.verify = plan::VerifyMode::kReadBack;
   c.deploy_auto = false;
   c.checkpoint_bytes = 64 << 20;
   c.source_retry_timeout_ms = 120000;

@@ -88,6 +88,38 @@ struct StorageMapping {
 enum class StartMode { kNow, kLater, kAt };
 enum class DeployMode { kAuto, kManual };
 
+// How a cold migration checks each copied disk against the source's chunk hashes
+// (docs/plans.md, "Verification").
+enum class VerifyMode {
+  kOff,       // not checked
+  kStream,    // SHA-256 of every chunk the target wrote, taken while copying: no extra I/O
+  kReadBack,  // the finished disk read back from storage through Ferry's reader and hashed
+};
+// "off", "stream", "readback".
+inline std::string_view VerifyModeName(VerifyMode mode) {
+  switch (mode) {
+    case VerifyMode::kOff:
+      return "off";
+    case VerifyMode::kStream:
+      return "stream";
+    case VerifyMode::kReadBack:
+      return "readback";
+  }
+  return "stream";
+}
+
+// Those names, and "true" (stream) and "false" (off).
+inline std::optional<VerifyMode> VerifyModeFromName(std::string_view name) {
+  if (name == "stream" || name == "true" || name == "True" || name == "TRUE") {
+    return VerifyMode::kStream;
+  }
+  if (name == "off" || name == "false" || name == "False" || name == "FALSE") {
+    return VerifyMode::kOff;
+  }
+  if (name == "readback") return VerifyMode::kReadBack;
+  return std::nullopt;
+}
+
 struct MigrationOptions {
   StartMode start = StartMode::kNow;
   int64_t start_at_ms = 0;  // StartMode::kAt: Unix epoch milliseconds
@@ -96,7 +128,7 @@ struct MigrationOptions {
   bool force_shutdown = true;
   DeployMode deploy = DeployMode::kAuto;
   int priority = 0;
-  bool verify = true;
+  VerifyMode verify = VerifyMode::kStream;
   uint64_t checkpoint_bytes = 256ull << 20;
   bool operator==(const MigrationOptions&) const = default;
 };

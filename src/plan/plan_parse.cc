@@ -782,6 +782,18 @@ class Reader {
     return Status::Ok();
   }
 
+  // stream | readback | off, or a boolean (true: stream, false: off).
+  Status Verify(size_t node, const std::string& path, VerifyMode* out) const {
+    const Node& n = At(node);
+    if (n.kind == Kind::kScalar && n.style != Style::kNumber) {
+      if (std::optional<VerifyMode> m = VerifyModeFromName(n.text)) {
+        *out = *m;
+        return Status::Ok();
+      }
+    }
+    return Bad(path, "expected stream, readback, off, true or false, got " + Describe(n));
+  }
+
   Status OneOf(size_t node, const std::string& path,
                std::initializer_list<std::string_view> allowed, std::string* out) const {
     const Node& n = At(node);
@@ -1142,7 +1154,7 @@ Status ReadOptions(const Reader& r, size_t node, MigrationOptions* out) {
     } else if (key == "force_shutdown") {
       FERRY_TRY(r.Bool(value, p, &out->force_shutdown));
     } else if (key == "verify") {
-      FERRY_TRY(r.Bool(value, p, &out->verify));
+      FERRY_TRY(r.Verify(value, p, &out->verify));
     } else if (key == "shutdown_timeout") {
       FERRY_TRY(r.Duration(value, p, 0, kMaxDurationMs, &out->shutdown_timeout_ms));
     } else if (key == "deploy") {
@@ -1280,7 +1292,7 @@ std::string PlanToJson(const PlanDocument& plan) {
   options["force_shutdown"] = o.force_shutdown;
   options["deploy"] = o.deploy == DeployMode::kManual ? "manual" : "auto";
   options["priority"] = o.priority;
-  options["verify"] = o.verify;
+  options["verify"] = std::string(VerifyModeName(o.verify));
   options["checkpoint_interval"] = o.checkpoint_bytes;
   j["options"] = options;
   return j.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);

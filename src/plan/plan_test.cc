@@ -143,7 +143,7 @@ TEST(ParsePlanTest, FullExampleReadsEveryKey) {
   EXPECT_FALSE(p.options.force_shutdown);
   EXPECT_EQ(p.options.deploy, DeployMode::kManual);
   EXPECT_EQ(p.options.priority, 7);
-  EXPECT_FALSE(p.options.verify);
+  EXPECT_EQ(p.options.verify, VerifyMode::kOff);
   EXPECT_EQ(p.options.checkpoint_bytes, 512 * kMiB);
 }
 
@@ -162,7 +162,7 @@ TEST(ParsePlanTest, MinimalTakesTheDefaults) {
   EXPECT_EQ(p.options.shutdown_timeout_ms, 120000);
   EXPECT_TRUE(p.options.force_shutdown);
   EXPECT_EQ(p.options.deploy, DeployMode::kAuto);
-  EXPECT_TRUE(p.options.verify);
+  EXPECT_EQ(p.options.verify, VerifyMode::kStream);
   EXPECT_EQ(p.options.checkpoint_bytes, 256 * kMiB);
 }
 
@@ -204,6 +204,30 @@ TEST(ParsePlanTest, CanonicalJsonRoundTrips) {
   EXPECT_TRUE(Has(PlanToJson(s),
                   R"("target":{"type":"share","host":"h3","share":"staging","format":"vhdx"})"))
       << PlanToJson(s);
+}
+
+TEST(ParsePlanTest, VerifyModes) {
+  auto mode = [](const std::string& v) {
+    return MustParse("name: s\nsource: {host: h1}\ntarget: {host: h2}\nvms: [{name: g1}]\n"
+                     "options: {verify: " + v + "}\n")
+        .options.verify;
+  };
+  EXPECT_EQ(mode("stream"), VerifyMode::kStream);
+  EXPECT_EQ(mode("true"), VerifyMode::kStream);
+  EXPECT_EQ(mode("readback"), VerifyMode::kReadBack);
+  EXPECT_EQ(mode("off"), VerifyMode::kOff);
+  EXPECT_EQ(mode("false"), VerifyMode::kOff);
+  EXPECT_EQ(mode("\"readback\""), VerifyMode::kReadBack);
+  const PlanDocument p = MustParse(
+      "name: s\nsource: {host: h1}\ntarget: {host: h2}\nvms: [{name: g1}]\n"
+      "options: {verify: readback}\n");
+  EXPECT_TRUE(Has(PlanToJson(p), R"("verify":"readback")")) << PlanToJson(p);
+  EXPECT_EQ(*ParsePlan(PlanToJson(p)), p);
+  const std::string base = "name: s\nsource: {host: h1}\ntarget: {host: h2}\nvms: [{name: g1}]\n";
+  EXPECT_EQ(ErrorOf(base + "options: {verify: 1}\n"),
+            "options.verify: expected stream, readback, off, true or false, got \"1\"");
+  EXPECT_TRUE(Has(ErrorOf(base + "options: {verify: sometimes}\n"), "got \"sometimes\""));
+  EXPECT_TRUE(Has(ErrorOf(base + "options: {verify: [true]}\n"), "got a list"));
 }
 
 TEST(ParsePlanTest, Sizes) {

@@ -33,6 +33,21 @@ Status ReadBool(const json& j, const char* key, bool* out) {
   return Status::Ok();
 }
 
+// A mode name; records stored before the modes existed have a boolean (true: stream).
+Status ReadVerify(const json& j, const char* key, plan::VerifyMode* out) {
+  auto it = j.find(key);
+  if (it != j.end() && it->is_boolean()) {
+    *out = it->get<bool>() ? plan::VerifyMode::kStream : plan::VerifyMode::kOff;
+    return Status::Ok();
+  }
+  std::string name;
+  FERRY_TRY(ReadString(j, key, &name));
+  std::optional<plan::VerifyMode> m = plan::VerifyModeFromName(name);
+  if (!m) return Bad(key, "stream, readback or off");
+  *out = *m;
+  return Status::Ok();
+}
+
 Status ReadEndpoint(const json& j, const char* key, plan::EndpointType* out) {
   std::string name;
   FERRY_TRY(ReadString(j, key, &name));
@@ -79,7 +94,7 @@ std::string ToJson(const ColdOptions& o) {
             {"shutdown", o.shutdown},
             {"shutdown_timeout_ms", o.shutdown_timeout_ms},
             {"force_shutdown", o.force_shutdown},
-            {"verify", o.verify},
+            {"verify", std::string(plan::VerifyModeName(o.verify))},
             {"deploy_auto", o.deploy_auto},
             {"checkpoint_bytes", o.checkpoint_bytes},
             {"copy_pools", o.copy_pools}};
@@ -107,7 +122,7 @@ Result<ColdOptions> ParseColdOptions(const std::string& json_text) {
   FERRY_TRY(ReadBool(j, "shutdown", &o.shutdown));
   FERRY_TRY(ReadNumber(j, "shutdown_timeout_ms", &o.shutdown_timeout_ms));
   FERRY_TRY(ReadBool(j, "force_shutdown", &o.force_shutdown));
-  FERRY_TRY(ReadBool(j, "verify", &o.verify));
+  FERRY_TRY(ReadVerify(j, "verify", &o.verify));
   FERRY_TRY(ReadBool(j, "deploy_auto", &o.deploy_auto));
   FERRY_TRY(ReadNumber(j, "checkpoint_bytes", &o.checkpoint_bytes));
   auto pools = j.find("copy_pools");

@@ -41,7 +41,7 @@ struct ColdOptions {
   bool shutdown = true;
   int64_t shutdown_timeout_ms = 120000;
   bool force_shutdown = true;
-  bool verify = true;
+  plan::VerifyMode verify = plan::VerifyMode::kStream;
   bool deploy_auto = true;
   uint64_t checkpoint_bytes = 256ull << 20;
   // The limits' pool key of each disk: "HOST/POOL", or "HOST/share:NAME" (limits.h).

@@ -452,7 +452,17 @@ TEST(ColdMigrationTest, OptionsRoundTripAndJobSpecs) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->vm, vm);
   EXPECT_EQ(back->checkpoint_bytes, 64 * kMiB);
-  EXPECT_FALSE(back->verify);
+  EXPECT_EQ(back->verify, plan::VerifyMode::kOff);
+  // Records stored before the verify modes have a boolean.
+  {
+    nlohmann::json old = nlohmann::json::parse(ToJson(o));
+    old["verify"] = true;
+    Result<ColdOptions> legacy = ParseColdOptions(old.dump());
+    ASSERT_TRUE(legacy.ok()) << legacy.status().ToString();
+    EXPECT_EQ(legacy->verify, plan::VerifyMode::kStream);
+    old["verify"] = "sometimes";
+    EXPECT_EQ(ParseColdOptions(old.dump()).status().code(), ErrorCode::kCorrupt);
+  }
   EXPECT_EQ(ParseColdOptions(R"({"plan_id":7})").status().code(), ErrorCode::kCorrupt);
   EXPECT_NE(ParseColdOptions(R"({"plan_id":7})").status().message().find("plan_id"),
             std::string::npos);

@@ -27,7 +27,7 @@ std::string Identity(const ConvertRequest& r, const ImageInfo& src, const std::s
     << "compression=" << r.create.compression << "\n"
     << "preallocate=" << r.create.preallocate << "\n"
     << "chunk_size=" << chunk << "\n"
-    << "hash=" << r.copy.hash << "\n";
+    << "hash=" << (!r.copy.hash ? "0" : r.copy.hash_whole_disk ? "1" : "chunks") << "\n";
   return s.str();
 }
 

@@ -17,28 +17,6 @@ namespace {
 constexpr uint64_t kMaxChunkSize = 256ull << 20;
 constexpr int kMaxWorkers = 64;
 
-// The digest of `length` zero bytes, computed once per distinct length (a disk has at most
-// two: the chunk size and its tail). Returned by value: a reference into the cache would be
-// read after the lock is released, and the next new length may reallocate the cache (that
-// race once gave a chunk of zeros a garbage digest and failed a cold migration's verify).
-class ZeroDigests {
- public:
-  Sha256Digest Of(uint64_t length) {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& [len, digest] : cache_) {
-      if (len == length) return digest;
-    }
-    Sha256 h;
-    h.UpdateZeros(length);
-    cache_.emplace_back(length, h.Finish());
-    return cache_.back().second;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<std::pair<uint64_t, Sha256Digest>> cache_;  // GUARDED_BY(mu_); never shrinks
-};
-
 class HashRun {
  public:
   HashRun(BlockSource& source, uint64_t chunk_size, const HashChunksOptions& options)
@@ -182,6 +160,17 @@ Result<std::vector<Sha256Digest>> HashChunks(BlockSource& source, uint64_t chunk
   }
   HashRun run(source, chunk_size, options);
   return run.Run();
+}
+
+Sha256Digest ZeroDigests::Of(uint64_t length) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [len, digest] : cache_) {
+    if (len == length) return digest;
+  }
+  Sha256 h;
+  h.UpdateZeros(length);
+  cache_.emplace_back(length, h.Finish());
+  return cache_.back().second;
 }
 
 Result<Sha256Digest> DigestFromHex(std::string_view hex, const std::string& where) {

@@ -13,6 +13,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "common/checksum.h"
@@ -20,6 +22,20 @@
 #include "disk/block_source.h"
 
 namespace ferry {
+
+// The digest of `length` zero bytes, computed once per distinct length (a disk has at most
+// two: the chunk size and its tail), so that the chunks of a sparse disk's holes cost nothing
+// to hash. Returned by value: a reference into the cache would be read after the lock is
+// released, and the next new length may reallocate the cache (that race once gave a chunk of
+// zeros a garbage digest and failed a cold migration's verify). Thread-safe.
+class ZeroDigests {
+ public:
+  Sha256Digest Of(uint64_t length);
+
+ private:
+  std::mutex mu_;
+  std::vector<std::pair<uint64_t, Sha256Digest>> cache_;  // GUARDED_BY(mu_); never shrinks
+};
 
 struct HashChunksOptions {
   int workers = 4;

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "common/bytes.h"
+#include "disk/engine/chunk_hash.h"
 
 namespace ferry {
 namespace {
@@ -95,7 +96,7 @@ class CopyRun {
     result.progress = Snapshot();
     result.chunk_size = chunk_;
     if (options_.hash) {
-      result.disk_sha256 = disk_hash_.Finish();
+      if (options_.hash_whole_disk) result.disk_sha256 = disk_hash_.Finish();
       result.chunk_hashes = std::move(chunk_hashes_);
     }
     return result;
@@ -128,11 +129,14 @@ class CopyRun {
       }
       committed_ = DivRoundUp(ck.frontier, chunk_);
       if (options_.hash) {
-        if (ck.hash_state.empty() || options_.journal->chunk_hashes().size() != committed_) {
+        if ((options_.hash_whole_disk && ck.hash_state.empty()) ||
+            options_.journal->chunk_hashes().size() != committed_) {
           return Status::Corrupt(options_.journal->path() +
                                  ": checkpoint lacks the hash state this copy needs");
         }
-        FERRY_TRY_CTX(disk_hash_.RestoreState(ck.hash_state), options_.journal->path());
+        if (options_.hash_whole_disk) {
+          FERRY_TRY_CTX(disk_hash_.RestoreState(ck.hash_state), options_.journal->path());
+        }
         chunk_hashes_ = options_.journal->chunk_hashes();
       }
     }
@@ -228,18 +232,26 @@ class CopyRun {
 
     if (options_.hash) {
       Sha256 h;
+      bool all_zero = true;
       for (const auto& p : slot.pieces) {
         if (p.kind == PieceKind::kSkip) {
           return Status::InvalidArgument(
               "cannot hash a copy that leaves ranges untouched (dirty-bitmap source)");
         }
-        if (p.kind == PieceKind::kData) {
-          h.Update({slot.buffer.get() + (p.offset - off), p.length});
-        } else {
-          h.UpdateZeros(p.length);
-        }
+        if (p.kind == PieceKind::kData) all_zero = false;
       }
-      slot.hash = h.Finish();
+      if (all_zero) {
+        slot.hash = zero_digests_.Of(len);  // a hole: no 4 MiB of zeros through SHA-256
+      } else {
+        for (const auto& p : slot.pieces) {
+          if (p.kind == PieceKind::kData) {
+            h.Update({slot.buffer.get() + (p.offset - off), p.length});
+          } else {
+            h.UpdateZeros(p.length);
+          }
+        }
+        slot.hash = h.Finish();
+      }
     }
     if (!sink_.sequential()) FERRY_TRY(WritePieces(slot));
     return Status::Ok();
@@ -302,11 +314,13 @@ class CopyRun {
 
   Status CommitChunk(Slot& slot) {
     if (options_.hash) {
-      for (const auto& p : slot.pieces) {
-        if (p.kind == PieceKind::kData) {
-          disk_hash_.Update({slot.buffer.get() + (p.offset - slot.offset), p.length});
-        } else {
-          disk_hash_.UpdateZeros(p.length);
+      if (options_.hash_whole_disk) {
+        for (const auto& p : slot.pieces) {
+          if (p.kind == PieceKind::kData) {
+            disk_hash_.Update({slot.buffer.get() + (p.offset - slot.offset), p.length});
+          } else {
+            disk_hash_.UpdateZeros(p.length);
+          }
         }
       }
       chunk_hashes_.push_back(slot.hash);
@@ -330,7 +344,7 @@ class CopyRun {
     rec.frontier = std::min(committed_ * chunk_, size_);
     rec.sink_state = std::move(state);
     if (options_.hash) {
-      rec.hash_state = disk_hash_.SaveState();
+      if (options_.hash_whole_disk) rec.hash_state = disk_hash_.SaveState();
       size_t already = options_.journal->chunk_hashes().size();
       rec.chunk_hashes.assign(chunk_hashes_.begin() + static_cast<ptrdiff_t>(already),
                               chunk_hashes_.end());
@@ -364,6 +378,7 @@ class CopyRun {
   uint64_t size_ = 0, gran_ = 0, chunk_ = 0, n_chunks_ = 0;
   int workers_ = 1, window_ = 1;
   std::vector<Slot> slots_;
+  ZeroDigests zero_digests_;
 
   std::mutex mu_;
   std::condition_variable cv_;

@@ -174,6 +174,37 @@ TEST(CopyEngineTest, HashesMatchSha256OfTheVirtualDisk) {
   EXPECT_EQ(r->chunk_hashes[1], Sha256::Of(std::span(d.bytes).subspan(128 * 1024, 128 * 1024)));
 }
 
+// Chunk hashes only (what a cold migration's stream verification uses): every chunk's digest
+// is the SHA-256 of its bytes, for chunks of holes, of declared zeros, of data that reads as
+// zeros, of mixed data and the short tail alike; no whole-disk hash is taken.
+TEST(CopyEngineTest, ChunkHashesOnlyCoverHolesZerosDataAndTheTail) {
+  const uint64_t chunk = 128 * 1024;
+  std::vector<uint8_t> bytes(5 * chunk + 3000, 0);
+  std::mt19937 rng(9);
+  for (uint64_t i = 3 * chunk; i < 4 * chunk + chunk / 2; ++i) bytes[i] = static_cast<uint8_t>(rng());
+  FakeSource src(bytes, {{0, chunk, ExtentKind::kHole},
+                         {chunk, chunk, ExtentKind::kZero},
+                         {2 * chunk, chunk, ExtentKind::kData},  // data, all zero bytes
+                         {3 * chunk, chunk + chunk / 2, ExtentKind::kData},
+                         {4 * chunk + chunk / 2, chunk / 2 + 3000, ExtentKind::kHole}});
+  MemorySink sink(bytes.size(), 4096, false);
+  sink.zero_init_ = false;  // zero ranges must be written: 0xEE would show
+  CopyOptions opts;
+  opts.chunk_size = chunk;
+  opts.hash = true;
+  opts.hash_whole_disk = false;
+  auto r = CopyDisk(src, sink, opts);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_FALSE(r->disk_sha256.has_value());
+  ASSERT_EQ(r->chunk_hashes.size(), 6u);
+  for (size_t i = 0; i < r->chunk_hashes.size(); ++i) {
+    const uint64_t off = i * chunk;
+    const uint64_t len = std::min<uint64_t>(chunk, bytes.size() - off);
+    EXPECT_EQ(r->chunk_hashes[i], Sha256::Of(std::span(bytes).subspan(off, len))) << "chunk " << i;
+  }
+  EXPECT_EQ(sink.bytes_, bytes);
+}
+
 TEST(CopyEngineTest, ResumesFromTheLastCheckpointAfterAFailure) {
   testing::TempDir dir;
   Disk d = MakeDisk(64 * 64 * 1024, 5);
