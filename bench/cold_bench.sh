@@ -100,7 +100,7 @@ export FERRY_SERVER=http://127.0.0.$base:7800 FERRY_TOKEN=$token
 for _ in $(seq 300); do "$ferry" hosts >/dev/null 2>&1 && break; sleep 0.2; done
 
 : > "$work/results"
-record() { echo "$*" >> "$work/results"; }
+record() { echo "$*" >> "$work/results"; echo "cold_bench: result: $*" >&2; }
 
 run_ferry() {  # run number, verify mode (stream | readback)
   local n=$1 verify=$2 tag=ferry name=big-f$1
