@@ -81,6 +81,7 @@ struct Options {
   int memory_mib = 512;
   int limit_s = 90;
   int budget_ms = 300;
+  int repeat = 1;  // runs per (rate, cap, method), interleaved; the table shows medians
   std::string root = "/var/tmp/ferry-live-bench";
   std::string json_path;
   bool keep = false;
@@ -91,6 +92,7 @@ struct RunResult {
   double measured_mib = -1;  // MeasureDirtyRate before the run, MiB/s
   int cap_mib = 0;
   std::string method;
+  int repeat = 0;  // 0-based run number within the cell
   bool finished = false;
   std::string outcome;  // "done", "aborted at the time limit", the error ...
   double total_s = 0;
@@ -183,17 +185,29 @@ class Bench {
 
   int Main() {
     Status s = Setup();
+    bool failed = !s.ok();
+    if (!s.ok()) Log("FAILED: " + s.ToString());
     if (s.ok()) {
+      // A rate whose guest fails (TCG guests have hung at high dirty rates) is reported and
+      // the next rate still runs; the exit status says something failed.
       for (int rate : o_.rates) {
-        s = RunRate(rate);
-        if (!s.ok()) break;
+        Status r = RunRate(rate);
+        if (!r.ok()) {
+          failed = true;
+          Log("FAILED at " + std::to_string(rate) + " MiB/s: " + r.ToString());
+          failures_.push_back(std::to_string(rate) + " MiB/s: " + Short(r.ToString()));
+          (void)lab_->Virsh(1, {"destroy", "lb" + std::to_string(rate)});
+          (void)lab_->Virsh(2, {"destroy", "lb" + std::to_string(rate)});
+          (void)lab_->Virsh(1, {"undefine", "lb" + std::to_string(rate)});
+          (void)lab_->Virsh(2, {"undefine", "lb" + std::to_string(rate)});
+        }
       }
     }
-    if (!s.ok()) Log("FAILED: " + s.ToString());
     load_end_ = LoadAverage();
     Teardown();
     PrintTable();
-    return s.ok() ? 0 : 1;
+    for (const std::string& f : failures_) std::printf("\nFAILED: %s\n", f.c_str());
+    return failed ? 1 : 0;
   }
 
  private:
@@ -270,12 +284,14 @@ class Bench {
     if (rate > 0) FERRY_TRY(console.WaitForLine("FERRY-DIRTY-READY", kBootTimeoutMs).status());
     FERRY_TRY(console.WaitForHeartbeats(100, kBootTimeoutMs));
     for (int cap : o_.caps) {
+      for (int rep = 0; rep < std::max(1, o_.repeat); ++rep) {
       for (const std::string& method : o_.methods) {
         FERRY_TRY(BackOnHost1(vm, console));
         RunResult r;
         r.rate_mib = rate;
         r.cap_mib = cap;
         r.method = method;
+        r.repeat = rep;
         Result<uint64_t> measured = hosts_[0]->MeasureDirtyRate(vm, 1);
         r.measured_mib = measured.ok() ? static_cast<double>(*measured) / kMiB : -1;
         Log(vm + ": cap " + CapText(cap) + ", " + method + " (measured dirty rate " +
@@ -291,6 +307,7 @@ class Bench {
             Fixed(static_cast<double>(r.bytes_sent) / kMiB, 0) + " MiB sent; " + r.outcome);
         results_.push_back(r);
         WriteJson(r);
+      }
       }
     }
     FERRY_TRY(BackOnHost1(vm, console));
@@ -450,6 +467,7 @@ class Bench {
     if (o_.json_path.empty()) return;
     std::ofstream out(o_.json_path, std::ios::app);
     out << json{{"rate_mib", r.rate_mib},         {"measured_mib", r.measured_mib},
+                {"repeat", r.repeat},
                 {"cap_mib", r.cap_mib},           {"method", r.method},
                 {"finished", r.finished},         {"outcome", r.outcome},
                 {"total_s", r.total_s},           {"guest_downtime_ms", r.guest_downtime_ms},
@@ -460,9 +478,57 @@ class Bench {
         << "\n";
   }
 
-  const RunResult* Find(int rate, int cap, const std::string& method) const {
+  // The runs of one (rate, cap, method) cell, summarised over its finished runs.
+  struct Cell {
+    int rate_mib = 0, cap_mib = 0;
+    std::string method;
+    int runs = 0, finished = 0;
+    std::string outcome;  // of the first run that did not finish
+    std::vector<double> measured, total, guest, qemu, sent, passes;
+    int max_throttle = 0;
+  };
+
+  static double Median(std::vector<double> v) {
+    if (v.empty()) return -1;
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  }
+
+  std::vector<Cell> Cells() const {
+    std::vector<Cell> cells;
     for (const RunResult& r : results_) {
-      if (r.rate_mib == rate && r.cap_mib == cap && r.method == method) return &r;
+      auto it = std::find_if(cells.begin(), cells.end(), [&](const Cell& c) {
+        return c.rate_mib == r.rate_mib && c.cap_mib == r.cap_mib && c.method == r.method;
+      });
+      if (it == cells.end()) {
+        cells.push_back({});
+        it = cells.end() - 1;
+        it->rate_mib = r.rate_mib;
+        it->cap_mib = r.cap_mib;
+        it->method = r.method;
+      }
+      ++it->runs;
+      if (r.measured_mib >= 0) it->measured.push_back(r.measured_mib);
+      if (!r.finished) {
+        if (it->outcome.empty()) it->outcome = r.outcome;
+        continue;
+      }
+      ++it->finished;
+      it->total.push_back(r.total_s);
+      it->guest.push_back(r.guest_downtime_ms);
+      if (r.qemu_downtime_ms >= 0) it->qemu.push_back(static_cast<double>(r.qemu_downtime_ms));
+      it->sent.push_back(static_cast<double>(r.bytes_sent) / kMiB);
+      it->passes.push_back(static_cast<double>(r.passes));
+      it->max_throttle = std::max(it->max_throttle, r.max_throttle);
+    }
+    return cells;
+  }
+
+  static const Cell* Find(const std::vector<Cell>& cells, int rate, int cap,
+                          const std::string& method) {
+    for (const Cell& c : cells) {
+      if (c.rate_mib == rate && c.cap_mib == cap && c.method == method) return &c;
     }
     return nullptr;
   }
@@ -470,6 +536,15 @@ class Bench {
   static std::string Ratio(double peer, double ferry) {
     if (ferry <= 0) return "";
     return " (" + Fixed(peer / ferry, 2) + "x)";
+  }
+
+  // "131" for one value; "131 [98-160]" (median [min-max]) for several.
+  static std::string Spread(const std::vector<double>& v, int digits) {
+    if (v.empty()) return "-";
+    std::string m = Fixed(Median(v), digits);
+    if (v.size() == 1) return m;
+    auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+    return m + " [" + Fixed(*lo, digits) + "-" + Fixed(*hi, digits) + "]";
   }
 
   void PrintTable() const {
@@ -483,64 +558,71 @@ class Bench {
                 FirstLine({"qemu-system-x86_64", "--version"}).c_str(),
                 ("libvirt " + FirstLine({"virsh", "--version"})).c_str(), load_start_.c_str(),
                 load_end_.c_str());
-    std::printf("guest %d MiB (TCG), downtime budget %d ms, time limit %d s per run\n\n",
-                o_.memory_mib, o_.budget_ms, o_.limit_s);
+    std::printf("guest %d MiB (TCG), downtime budget %d ms, time limit %d s per run, %d run(s) "
+                "per cell (interleaved)\n\n",
+                o_.memory_mib, o_.budget_ms, o_.limit_s, std::max(1, o_.repeat));
+    if (o_.repeat > 1) {
+      std::printf("Cells with several runs show the median of the finished runs and [min-max]; "
+                  "ratios are of medians.\n\n");
+    }
     std::printf(
         "| dirty rate MiB/s (set / measured) | cap MiB/s | method | finished | total s (x) | "
         "guest downtime ms (x) | QEMU downtime ms | sent MiB (x) | passes | throttle %% |\n");
     std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (const RunResult& r : results_) {
-      const RunResult* f = Find(r.rate_mib, r.cap_mib, "ferry");
-      const bool ratios = r.method != "ferry" && f != nullptr && f->finished && r.finished;
-      const double mib = static_cast<double>(r.bytes_sent) / kMiB;
-      const double fmib = f ? static_cast<double>(f->bytes_sent) / kMiB : 0;
-      std::string total = Fixed(r.total_s, 1) + (ratios ? Ratio(r.total_s, f->total_s) : "");
-      std::string guest = r.finished
-                              ? Fixed(r.guest_downtime_ms, 0) +
-                                    (ratios ? Ratio(r.guest_downtime_ms, f->guest_downtime_ms) : "")
-                              : "-";
-      std::string sent = Fixed(mib, 0) + (ratios ? Ratio(mib, fmib) : "");
-      std::string method = r.method == "ferry"   ? "Ferry"
-                           : r.method == "virsh" ? "virsh migrate --live"
+    const std::vector<Cell> cells = Cells();
+    for (const Cell& c : cells) {
+      const Cell* f = Find(cells, c.rate_mib, c.cap_mib, "ferry");
+      const bool ratios = c.method != "ferry" && f != nullptr && f->finished > 0 && c.finished > 0;
+      std::string total =
+          Spread(c.total, 1) + (ratios ? Ratio(Median(c.total), Median(f->total)) : "");
+      std::string guest =
+          Spread(c.guest, 0) + (ratios ? Ratio(Median(c.guest), Median(f->guest)) : "");
+      std::string sent = Spread(c.sent, 0) + (ratios ? Ratio(Median(c.sent), Median(f->sent)) : "");
+      std::string method = c.method == "ferry"   ? "Ferry"
+                           : c.method == "virsh" ? "virsh migrate --live"
                                                  : "QEMU defaults";
-      std::printf(
-          "| %d / %s | %s | %s | %s | %s | %s | %s | %s | %" PRIu64 " | %d |\n", r.rate_mib,
-          Fixed(r.measured_mib, 0).c_str(),
-          r.cap_mib == 0 ? "none" : std::to_string(r.cap_mib).c_str(), method.c_str(),
-          r.finished ? "yes" : ("no: " + Short(r.outcome)).c_str(), total.c_str(), guest.c_str(),
-          r.finished && r.qemu_downtime_ms >= 0 ? std::to_string(r.qemu_downtime_ms).c_str() : "-",
-          sent.c_str(), r.passes, r.max_throttle);
+      std::string finished = c.runs == 1 ? (c.finished == 1 ? "yes" : "no: " + Short(c.outcome))
+                             : c.finished == c.runs
+                                 ? "yes (" + std::to_string(c.runs) + ")"
+                                 : std::to_string(c.finished) + " of " + std::to_string(c.runs) +
+                                       (c.outcome.empty() ? "" : "; " + Short(c.outcome));
+      std::printf("| %d / %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", c.rate_mib,
+                  Fixed(Median(c.measured), 0).c_str(),
+                  c.cap_mib == 0 ? "none" : std::to_string(c.cap_mib).c_str(), method.c_str(),
+                  finished.c_str(), total.c_str(), guest.c_str(), Spread(c.qemu, 0).c_str(),
+                  sent.c_str(), Fixed(Median(c.passes), 0).c_str(), c.max_throttle);
     }
     std::printf(
         "\n(x) = peer / Ferry, where both finished: above 1 means Ferry is faster, "
         "paused the guest less or sent less.\n");
-    // The goal, row by row.
+    // The goal, row by row: Ferry finishes every run; its median guest downtime is no worse
+    // than the best median of a peer that finished.
     int rows = 0, ferry_done = 0, worse = 0;
     std::string misses;
-    for (const RunResult& r : results_) {
-      if (r.method != "ferry") continue;
+    for (const Cell& c : cells) {
+      if (c.method != "ferry") continue;
       ++rows;
-      if (r.finished) ++ferry_done;
+      const bool all = c.finished == c.runs;
+      if (all) ++ferry_done;
       double best = -1;
       for (const char* peer : {"virsh", "qemu"}) {
-        const RunResult* p = Find(r.rate_mib, r.cap_mib, peer);
-        if (p && p->finished && (best < 0 || p->guest_downtime_ms < best)) {
-          best = p->guest_downtime_ms;
-        }
+        const Cell* p = Find(cells, c.rate_mib, c.cap_mib, peer);
+        if (p && p->finished > 0 && (best < 0 || Median(p->guest) < best)) best = Median(p->guest);
       }
-      if (!r.finished) {
-        misses += " [" + std::to_string(r.rate_mib) + " MiB/s, cap " + CapText(r.cap_mib) +
-                  ": not finished]";
-      } else if (best >= 0 && r.guest_downtime_ms > best) {
+      const std::string where =
+          " [" + std::to_string(c.rate_mib) + " MiB/s, cap " + CapText(c.cap_mib) + ": ";
+      if (!all) {
+        misses += where + std::to_string(c.finished) + " of " + std::to_string(c.runs) +
+                  " finished]";
+      } else if (best >= 0 && Median(c.guest) > best) {
         ++worse;
-        misses += " [" + std::to_string(r.rate_mib) + " MiB/s, cap " + CapText(r.cap_mib) +
-                  ": guest downtime " + Fixed(r.guest_downtime_ms, 0) + " ms > best peer's " +
+        misses += where + "guest downtime " + Fixed(Median(c.guest), 0) + " ms > best peer's " +
                   Fixed(best, 0) + " ms]";
       }
     }
     std::printf(
-        "\nFerry finished %d of %d rows; guest downtime above the best finishing peer's "
-        "in %d.%s\n",
+        "\nFerry finished every run in %d of %d rows; its (median) guest downtime was above the "
+        "best finishing peer's in %d.%s\n",
         ferry_done, rows, worse, misses.c_str());
   }
 
@@ -558,6 +640,7 @@ class Bench {
   std::unique_ptr<api::AgentClient> agent_;
   pid_t agent_pid_ = 0;
   std::vector<RunResult> results_;
+  std::vector<std::string> failures_;  // rates that could not run
   std::string load_start_, load_end_;
 };
 
@@ -573,6 +656,7 @@ int main(int argc, char** argv) {
   app.add_option("--memory", o.memory_mib, "Guest memory, MiB");
   app.add_option("--limit", o.limit_s, "Time limit of each run, s");
   app.add_option("--budget", o.budget_ms, "Ferry's downtime budget, ms");
+  app.add_option("--repeat", o.repeat, "Runs per cell (rate, cap, method), interleaved; medians");
   app.add_option("--root", o.root, "Folder of the lab and the logs");
   app.add_option("--json", o.json_path, "Append one JSON object per run to this file");
   app.add_flag("--keep", o.keep, "Leave the lab running at the end");

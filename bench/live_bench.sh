@@ -5,7 +5,7 @@
 # over several bandwidth caps (QEMU's own cap). Needs root and scripts/lab-deps.
 #
 #   bench/live_bench.sh [--rates 0,16,64,128] [--caps 0,256,64] [--limit 90] [--budget 300]
-#                       [--memory 512] [--methods ferry,virsh,qemu] [--keep]
+#                       [--memory 512] [--methods ferry,virsh,qemu] [--repeat 1] [--keep]
 #
 # For each run: finished or not (each gets --limit seconds, then virsh domjobabort; Ferry gets
 # the limit as its job timeout), wall time, guest-observed downtime (the longest gap between
@@ -20,7 +20,7 @@ args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --root) root=$2; shift 2 ;;
-    --rates|--caps|--limit|--budget|--memory|--methods) args+=("$1" "$2"); shift 2 ;;
+    --rates|--caps|--limit|--budget|--memory|--methods|--repeat) args+=("$1" "$2"); shift 2 ;;
     --keep) args+=("$1"); shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
