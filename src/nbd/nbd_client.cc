@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -79,8 +80,10 @@ Result<HandlePtr> Connect(const std::string& uri, const std::string& meta_contex
   return h;
 }
 
-// Opens the first connection, then up to `wanted` in all if the server allows multi-conn.
-// Extra connections that fail are given up on quietly: one is enough to work.
+// Opens the first connection, then up to `wanted` in all if the server allows multi-conn,
+// the extra ones at the same time (a handshake with qemu-nbd takes 50-90 ms here: four one
+// after the other cost 350 ms before a byte moved). Extra connections that fail are given up
+// on quietly: one is enough to work.
 Result<std::vector<HandlePtr>> ConnectPool(const std::string& uri, const std::string& meta,
                                            int wanted) {
   std::vector<HandlePtr> pool;
@@ -88,10 +91,17 @@ Result<std::vector<HandlePtr>> ConnectPool(const std::string& uri, const std::st
   const bool multi = nbd_can_multi_conn(first.get()) == 1;
   pool.push_back(std::move(first));
   const int n = multi ? std::clamp(wanted, 1, kMaxConnections) : 1;
-  for (int i = 1; i < n; ++i) {
-    auto h = Connect(uri, meta);
-    if (!h.ok()) break;
-    pool.push_back(std::move(h).value());
+  std::vector<HandlePtr> extra(static_cast<size_t>(n - 1));
+  std::vector<std::thread> openers;
+  for (size_t i = 0; i < extra.size(); ++i) {
+    openers.emplace_back([&, i] {
+      auto h = Connect(uri, meta);
+      if (h.ok()) extra[i] = std::move(h).value();
+    });
+  }
+  for (auto& t : openers) t.join();
+  for (HandlePtr& h : extra) {
+    if (h) pool.push_back(std::move(h));
   }
   return pool;
 }
