@@ -7,7 +7,8 @@
 //
 // Threads:
 //   - the HTTP server's pool runs the API handlers;
-//   - the loop thread, every poll_ms: follows running and cancelling migrations (GetJob,
+//   - the loop thread, every poll_ms (sooner right after a phase change, see LoopMain):
+//     follows running and cancelling migrations (GetJob,
 //     progress, events, final state; cold jobs that failed with io are started again as a
 //     new attempt), starts plans whose start time has come, starts queued migrations as
 //     slots free, in priority then creation order, closes the source exports of cold
@@ -211,6 +212,9 @@ class Ferryd {
   std::condition_variable loop_cv_;
   bool stop_ = false;   // GUARDED_BY(loop_mu_)
   bool woken_ = false;  // GUARDED_BY(loop_mu_)
+  // Set during a Tick (the loop thread's) when a followed migration's phase changed or a cold
+  // copy is about to end: the loop then polls sooner (LoopMain).
+  std::atomic<bool> follow_closely_{false};
   std::thread loop_thread_;
   std::thread inventory_thread_;
   std::atomic<uint64_t> next_id_{0};

@@ -886,6 +886,13 @@ void Ferryd::FollowCold(const MigrationRecord& m) {
     }
     current = true;
     pj.erase("agent_error");
+    // A copy about to end (its own ETA under two polls): its verify and deploy follow within
+    // tens of milliseconds, so the loop follows it closely (LoopMain).
+    if (j.state == api::AgentJobState::kRunning &&
+        (j.progress.phase == "copying" || j.progress.phase == "verifying") &&
+        j.progress.eta_ms >= 0 && j.progress.eta_ms <= 2 * config_.poll_ms) {
+      follow_closely_ = true;
+    }
     json prog = ParseOr(api::ToJson(j.progress), json::object());
     if (j.progress.bytes_total > 0) {
       prog["percent"] = std::min(100.0, 100.0 * static_cast<double>(j.progress.bytes_done) /
@@ -906,6 +913,7 @@ void Ferryd::FollowCold(const MigrationRecord& m) {
         j.state == api::AgentJobState::kRunning) {
       event = MakeEvent("phase", j.progress.phase);
       r.phase = j.progress.phase;
+      follow_closely_ = true;
     }
     if (j.state == api::AgentJobState::kRunning && r.phase == "awaiting-deploy" &&
         pj.value("deploy_requested", false) && r.state == MigrationState::kRunning) {

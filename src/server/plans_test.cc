@@ -68,6 +68,7 @@ struct ColdWorld {
     api::AgentJobState state = api::AgentJobState::kRunning;
     std::string phase = "exporting";
     int copy_polls_left = 0;
+    int64_t eta_ms = -1;  // reported while copying
     bool proceeded = false;
     bool cancel = false;
     Status error;
@@ -77,6 +78,7 @@ struct ColdWorld {
   std::vector<std::string> starts;         // job ids, in start order
   std::map<std::string, int> io_failures;  // vm -> attempts that fail with io while copying
   int copy_polls = 2;
+  int64_t copy_eta_ms = -1;  // the ETA the jobs report while copying (-1: unknown)
   bool hold = false;  // jobs stay in copying until false
   struct Close {
     std::string host;
@@ -116,6 +118,7 @@ struct ColdWorld {
     if (j.phase == "exporting") {
       j.phase = "copying";
       j.copy_polls_left = copy_polls;
+      j.eta_ms = copy_eta_ms;
       event("phase", "copying");
       if (io_failures[vm] > 0) {
         --io_failures[vm];
@@ -288,6 +291,7 @@ class FakeColdAgent : public AgentLink {
     out.progress.phase = j.phase;
     out.progress.bytes_total = 64 * kMiB;
     out.progress.bytes_done = j.phase == "exporting" ? 0 : 32 * kMiB;
+    if (j.phase == "copying") out.progress.eta_ms = j.eta_ms;
     out.progress.disks.push_back({"disk0", j.phase, 64 * kMiB, 32 * kMiB, 16 * kMiB, 32 * kMiB});
     out.events = j.events;
     out.started_at_ms = 1;
@@ -339,14 +343,14 @@ class PlansTest : public ::testing::Test {
     for (const char* vm : {"g1", "g2", "g3"}) world_->vms["host1"][vm] = KvmVm("host1", vm);
   }
 
-  void StartServer(Limits limits = {}) {
+  void StartServer(Limits limits = {}, int64_t poll_ms = 20) {
     limits_ = limits;
     ServerConfig c;
     c.listen = "127.0.0.1:0";
     c.token = "test-token-123";
     c.database = dir_.Join("ferry.db");
     c.limits = limits;
-    c.poll_ms = 20;
+    c.poll_ms = poll_ms;
     c.inventory_refresh_ms = 100000;
     c.cold_retry_delay_ms = 30;
     for (const char* h : {"host1", "host2", "host3"}) {
@@ -543,6 +547,40 @@ TEST_F(PlansTest, ThreeVmsWithOneSlotPerPoolRunOneAfterTheOther) {
   ASSERT_EQ(plans.size(), 1u);
   EXPECT_EQ(plans[0]["name"], "wave-1");
   EXPECT_EQ(plans[0]["document"]["name"], "wave-1");
+}
+
+// After a phase change ferryd looks again within 25 ms, backing off to poll_ms: a job that
+// goes through its last phases quickly is seen to the end without waiting a poll_ms per phase.
+// The fake agent moves one step per poll: at a fixed 2 s poll this plan's seven steps would
+// take 14 s.
+TEST_F(PlansTest, PhaseChangesAreFollowedSoonerThanPollMs) {
+  StartServer({}, /*poll_ms=*/2000);
+  const auto start = std::chrono::steady_clock::now();
+  json p = Apply(KvmPlan("quick", {"g1"}));
+  p = WaitPlan("quick", [](const json& q) { return q.value("state", "") == "completed"; }, 12000);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  EXPECT_EQ(p.value("state", ""), "completed") << p.dump();
+  EXPECT_LT(took, 8000) << "the loop waited a whole poll_ms between phases";
+}
+
+// A copy whose ETA is under two polls is followed closely even without phase changes: ten
+// polls of copying at a 2 s poll would take 20 s.
+TEST_F(PlansTest, ACopyAboutToEndIsFollowedClosely) {
+  StartServer({}, /*poll_ms=*/2000);
+  World([](ColdWorld& w) {
+    w.copy_polls = 10;
+    w.copy_eta_ms = 300;
+  });
+  const auto start = std::chrono::steady_clock::now();
+  Apply(KvmPlan("eta", {"g1"}));
+  json p = WaitPlan("eta", [](const json& q) { return q.value("state", "") == "completed"; }, 15000);
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+  EXPECT_EQ(p.value("state", ""), "completed") << p.dump();
+  EXPECT_LT(took, 8000) << "the loop did not follow the ending copy closely";
 }
 
 TEST_F(PlansTest, FailedValidationStoresNothing) {
