@@ -196,10 +196,11 @@ class Bench {
           failed = true;
           Log("FAILED at " + std::to_string(rate) + " MiB/s: " + r.ToString());
           failures_.push_back(std::to_string(rate) + " MiB/s: " + Short(r.ToString()));
-          (void)lab_->Virsh(1, {"destroy", "lb" + std::to_string(rate)});
-          (void)lab_->Virsh(2, {"destroy", "lb" + std::to_string(rate)});
-          (void)lab_->Virsh(1, {"undefine", "lb" + std::to_string(rate)});
-          (void)lab_->Virsh(2, {"undefine", "lb" + std::to_string(rate)});
+          const std::string vm = "lb" + std::to_string(rate);  // as RunRate names it
+          for (int host : {1, 2}) {
+            (void)lab_->Virsh(host, {"destroy", vm});
+            (void)lab_->Virsh(host, {"undefine", vm});
+          }
         }
       }
     }

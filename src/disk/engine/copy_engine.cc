@@ -231,7 +231,6 @@ class CopyRun {
     }
 
     if (options_.hash) {
-      Sha256 h;
       bool all_zero = true;
       for (const auto& p : slot.pieces) {
         if (p.kind == PieceKind::kSkip) {
@@ -243,6 +242,7 @@ class CopyRun {
       if (all_zero) {
         slot.hash = zero_digests_.Of(len);  // a hole: no 4 MiB of zeros through SHA-256
       } else {
+        Sha256 h;
         for (const auto& p : slot.pieces) {
           if (p.kind == PieceKind::kData) {
             h.Update({slot.buffer.get() + (p.offset - off), p.length});
