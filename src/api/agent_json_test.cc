@@ -774,6 +774,10 @@ TEST(AgentJsonCold, BadColdSpecsNameTheField) {
                 "cold.vm.boot_check.timeout_ms", "expected an integer");
   ExpectBadSpec(With(good, "\"network\":\"lab\"", "\"network\":7"), "cold.vm.nics[0].network",
                 "expected a string");
+  ExpectBadSpec(With(good, "\"verify\":\"readback\"", "\"verify\":\"sometimes\""), "cold.verify",
+                "expected stream, readback or off");
+  ExpectBadSpec(With(good, "\"verify\":\"readback\"", "\"verify\":3"), "cold.verify",
+                "expected a string");
 
   agent::JobProgress p;
   Status s = FromJson(R"({"disks":[{"id":"d","bytes_done":"x"}]})", &p);
