@@ -4,15 +4,16 @@
 #
 #   ferry          ferryd + a ferry-agent per host, `ferry plan apply --wait` of a plan with a
 #                  kvm source and target (export over NBD, copy, verify against the source's
-#                  chunk hashes, define on host2; not started), once with verify: stream (the
-#                  default: hashes of what the copy wrote) and once with verify: readback (the
-#                  copy read back from storage)
+#                  chunk hashes, define on host2; not started), once per --verify entry:
+#                  stream (the default: xxh3-128 hashes of what the copy wrote), readback (the
+#                  copy read back from storage), off, and either with -sha256 (verify_hash)
 #   nbdcopy        what a user would script: qemu-nbd exporting the qcow2 on host1's address,
 #                  nbdcopy pulling it into host2's pool as raw, `virsh define` on host2
 #   qemu-img       qemu-nbd as above, `qemu-img convert -f raw nbd://... -O raw` on host2,
 #                  `virsh define`
 #
 #   bench/cold_bench.sh [--size 4G] [--repeat N] [--copy-workers N]
+#                       [--verify "stream readback off stream-sha256 readback-sha256"]
 #                                                   (as root; scripts/lab-deps first)
 #
 # Each run starts with a cold page cache. Wall time from the start of the copy to the VM being
@@ -28,11 +29,13 @@ cd "$(dirname "$0")/.."
 size=4G
 repeat=1
 copy_workers=4   # the agents' copy_workers (their default)
+verify_modes="stream readback"
 while [ $# -gt 0 ]; do
   case $1 in
     --size) size=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
     --copy-workers) copy_workers=$2; shift 2 ;;
+    --verify) verify_modes=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -102,9 +105,12 @@ for _ in $(seq 300); do "$ferry" hosts >/dev/null 2>&1 && break; sleep 0.2; done
 : > "$work/results"
 record() { echo "$*" >> "$work/results"; echo "cold_bench: result: $*" >&2; }
 
-run_ferry() {  # run number, verify mode (stream | readback)
-  local n=$1 verify=$2 tag=ferry name=big-f$1
-  [ "$verify" = stream ] || { tag=ferry-$verify; name=big-r$1; n=r$1; }
+run_ferry() {  # run number, verify mode (stream | readback | off, + -sha256 for verify_hash)
+  local n=$1 verify=${2%-sha256} hash=xxh3-128 tag=ferry name=big-f$1 k
+  [ "$2" = "$verify" ] || hash=sha256
+  if [ "$2" != stream ]; then
+    k=${2:0:1}${hash:0:1}; tag=ferry-$2; name=big-$k$1; n=$k$1
+  fi
   cat > "$work/plan-$n.yaml" <<EOF
 name: bench-$n
 source: {type: kvm, host: host1}
@@ -117,7 +123,7 @@ networks:
 storage:
   - {source: "*", pool: local, format: raw}
 target_defaults: {start: false, boot_check: {marker: ""}}
-options: {shutdown_source: false, verify: $verify}
+options: {shutdown_source: false, verify: $verify, verify_hash: $hash}
 EOF
   drop_caches
   local tx0 t0 t1 tx1 cpu=0 per=() before=() i d
@@ -182,8 +188,7 @@ run_script() {
 
 for n in $(seq "$repeat"); do
   echo "cold_bench: run $n/$repeat ..." >&2
-  run_ferry "$n" stream
-  run_ferry "$n" readback
+  for v in $verify_modes; do run_ferry "$n" "$v"; done
   run_script nbdcopy "$n"
   run_script qemu-img "$n"
 done
@@ -199,9 +204,13 @@ size, alloc, runs = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 print(f"disk: {size} virtual, {alloc / 2**20:.0f} MiB allocated (qcow2 -> raw), cold cache, median of {runs} run(s)\n")
 print("| path | wall s | + sync s | CPU s | bytes over lo MiB | wire / allocated | wall vs Ferry | CPU vs Ferry |")
 print("|---|---|---|---|---|---|---|---|")
-fw, fc = med["ferry"][0], med["ferry"][1]
-names = {"ferry": "ferry plan, verify: stream (export, copy + hashes, define)",
+base = "ferry" if "ferry" in med else next(iter(med))
+fw, fc = med[base][0], med[base][1]
+names = {"ferry": "ferry plan, verify: stream, xxh3-128 (export, copy + hashes, define)",
          "ferry-readback": "ferry plan, verify: readback (export, copy, read back, define)",
+         "ferry-off": "ferry plan, verify: off (export, copy, define)",
+         "ferry-stream-sha256": "ferry plan, verify: stream, verify_hash: sha256",
+         "ferry-readback-sha256": "ferry plan, verify: readback, verify_hash: sha256",
          "nbdcopy": "qemu-nbd + nbdcopy + virsh define",
          "qemu-img": "qemu-nbd + qemu-img convert nbd:// + virsh define"}
 for t, (wall, cpu, tx, sync) in med.items():

@@ -323,7 +323,7 @@ class ColdJob {
     bool touched = false;   // this attempt ran a copy for it (its .ferry-part is ours)
     // verify stream: the SHA-256 of every hash chunk this attempt's copy wrote (unset when an
     // earlier attempt copied the disk, or the copy's chunks did not match the hash chunks).
-    std::optional<std::vector<Sha256Digest>> written_hashes;
+    std::optional<std::vector<ChunkDigest>> written_hashes;
   };
 
   // --- Steps ---
@@ -755,6 +755,7 @@ class ColdJob {
         // then needs no second read of the disk.
         req.copy.hash = true;
         req.copy.hash_whole_disk = false;
+        req.copy.chunk_hash = cold_.export_spec.hash_algorithm;
         req.copy.chunk_size = cold_.export_spec.hash_chunk_size;
       }
       const uint64_t previous_furthest = d.state->furthest;
@@ -920,7 +921,7 @@ class ColdJob {
 
     // Ours: what the copy wrote (stream), or the disk read back from storage (readback, or a
     // disk an earlier attempt copied).
-    std::vector<Sha256Digest> ours;
+    std::vector<ChunkDigest> ours;
     std::string how;
     if (cold_.verify == plan::VerifyMode::kStream && d.written_hashes) {
       ours = std::move(*d.written_hashes);
@@ -934,7 +935,7 @@ class ColdJob {
       FERRY_ASSIGN_OR_RETURN(ours, ReadBackHashes(d));
       how = "read back from " + d.final_path;
     }
-    const std::vector<Sha256Digest>& theirs = d.exported.chunk_hashes;
+    const std::vector<ChunkDigest>& theirs = d.exported.chunk_hashes;
     if (ours.size() != theirs.size()) {
       return FailVerify(d, std::to_string(ours.size()) + " chunks here, " +
                                std::to_string(theirs.size()) + " at the source");
@@ -958,14 +959,15 @@ class ColdJob {
       std::lock_guard<std::mutex> lock(mu_);
       d.progress.bytes_done = d.progress.bytes_total;
     }
-    Event("info", "disk " + id + ": verified, " + std::to_string(theirs.size()) + " chunk hashes " +
-                      how + " equal the source's");
+    Event("info", "disk " + id + ": verified, " + std::to_string(theirs.size()) + " " +
+                      std::string(ChunkHashAlgorithmName(cold_.export_spec.hash_algorithm)) +
+                      " chunk hashes " + how + " equal the source's");
     return Status::Ok();
   }
 
   // The chunk hashes of the finished disk as Ferry's reader reads it from storage (only the
   // source's size of it: a fixed VHD may be longer).
-  Result<std::vector<Sha256Digest>> ReadBackHashes(Disk& d) {
+  Result<std::vector<ChunkDigest>> ReadBackHashes(Disk& d) {
     const std::string& id = d.target->source_id;
     OpenOptions open;
     Result<ImageFormat> format = ParseImageFormat(d.target->format);
@@ -984,13 +986,14 @@ class ColdJob {
       readback = &*prefix;
     }
     HashChunksOptions ho;
+    ho.algorithm = cold_.export_spec.hash_algorithm;
     ho.workers = std::max(1, env_.copy_workers);
     ho.cancel = &cancel_;
     ho.on_progress = [&](uint64_t hashed) {
       std::lock_guard<std::mutex> lock(mu_);
       d.progress.bytes_done = hashed;
     };
-    Result<std::vector<Sha256Digest>> hashes =
+    Result<std::vector<ChunkDigest>> hashes =
         HashChunks(*readback, cold_.export_spec.hash_chunk_size, ho);
     if (!hashes.ok()) {
       if (cancel_) return Status::Cancelled("cancelled during verification");

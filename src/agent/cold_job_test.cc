@@ -185,10 +185,11 @@ class ColdJobTest : public ::testing::Test {
 TEST_F(ColdJobTest, StagesVhdxAndVmJsonThatMatchTheSource) {
   FakeContext ctx;
   MigrationJobSpec spec = Spec();
+  spec.cold.export_spec.hash_algorithm = ChunkHashAlgorithm::kXxh3_128;  // as plans ask
   Result<JobResult> r = RunColdJob(spec, env_, ctx);
   ASSERT_TRUE(r.ok()) << r.status().ToString() << "\n" << ctx.Events();
-  // verify: stream, without reading the copy back.
-  EXPECT_NE(ctx.Events().find("chunk hashes of the bytes written equal the source's"),
+  // verify: stream, without reading the copy back, with the source's xxh3-128 digests.
+  EXPECT_NE(ctx.Events().find("xxh3-128 chunk hashes of the bytes written equal the source's"),
             std::string::npos)
       << ctx.Events();
 
@@ -395,6 +396,8 @@ TEST_F(ColdJobTest, CorruptedCopyFailsReadBackVerificationAndIsDeleted) {
 TEST_F(ColdJobTest, SourceChangedAfterHashingFailsStreamVerification) {
   MigrationJobSpec spec = Spec("vhd");
   ASSERT_EQ(spec.cold.verify, plan::VerifyMode::kStream);
+  // The fast digest must catch a 4 KiB change too (the sha256 one: the readback test above).
+  spec.cold.export_spec.hash_algorithm = ChunkHashAlgorithm::kXxh3_128;
   // A data extent of the source qcow2 past the first 8 MiB, and where it lies in the file.
   auto map = ferry::testing::Run("qemu-img map --output=json " + ShellQuote(source_disk_));
   ASSERT_EQ(map.exit_code, 0) << map.output;

@@ -28,6 +28,9 @@ struct ExportSpec {
   int64_t shutdown_timeout_ms = 120000;  // graceful ACPI shutdown, then:
   bool force_shutdown = true;            // power it off (else fail, VM left running)
   uint64_t hash_chunk_size = 4ull << 20;  // HashChunks unit; 0 = do not hash
+  // The chunk digests' algorithm. sha256 when a stored spec does not name one (the only one
+  // before xxh3-128); ferryd asks for the plan's `verify_hash` (default xxh3-128).
+  ChunkHashAlgorithm hash_algorithm = ChunkHashAlgorithm::kSha256;
   bool operator==(const ExportSpec&) const = default;
 };
 
@@ -45,7 +48,7 @@ struct ExportDisk {
   uint64_t allocated_bytes = 0;
   HashState hash_state = HashState::kNone;
   uint64_t hashed_bytes = 0;
-  std::vector<Sha256Digest> chunk_hashes;  // complete when hash_state == kDone
+  std::vector<ChunkDigest> chunk_hashes;  // spec.hash_algorithm; complete when kDone
 };
 
 struct ExportInfo {

@@ -509,16 +509,19 @@ Status ExportRegistry::ShutDownVm(Entry& entry) {
 
 void ExportRegistry::HashDisks(Entry& entry) {
   uint64_t chunk = 0;
+  ChunkHashAlgorithm algorithm = ChunkHashAlgorithm::kSha256;
   std::string id;
   {
     std::lock_guard<std::mutex> lock(mu_);
     chunk = entry.info.spec.hash_chunk_size;
+    algorithm = entry.info.spec.hash_algorithm;
     id = entry.info.id;
   }
   if (chunk == 0) return;
   for (size_t i = 0; i < entry.sources.size(); ++i) {
     if (entry.stop.load()) return;
     HashChunksOptions o;
+    o.algorithm = algorithm;
     o.workers = options_.hash_workers;
     o.cancel = &entry.stop;
     o.on_progress = [&](uint64_t done) {
@@ -526,7 +529,7 @@ void ExportRegistry::HashDisks(Entry& entry) {
       ExportDisk& d = entry.info.disks[i];
       d.hashed_bytes = std::max(d.hashed_bytes, done);
     };
-    Result<std::vector<Sha256Digest>> hashes = HashChunks(*entry.sources[i], chunk, o);
+    Result<std::vector<ChunkDigest>> hashes = HashChunks(*entry.sources[i], chunk, o);
     std::string disk_id;
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -870,6 +870,8 @@ using agent::HashState;
 
 // A 16 TiB disk in 4 MiB chunks: the longest chunk hash list an export can carry.
 constexpr size_t kMaxChunkHashes = (16ull << 40) / (4ull << 20);
+constexpr ChunkHashAlgorithm kChunkHashAlgorithms[] = {ChunkHashAlgorithm::kSha256,
+                                                       ChunkHashAlgorithm::kXxh3_128};
 constexpr size_t kMaxExportDisks = 64;  // as many as a VmDescription may have
 constexpr int64_t kMaxShutdownTimeoutMs = int64_t{24} * 3600 * 1000;
 constexpr uint64_t kMinHashChunk = 4096;
@@ -923,6 +925,7 @@ OutJson J(const ExportSpec& s) {
   out["shutdown"] = {
       {"enabled", s.shutdown}, {"timeout_ms", s.shutdown_timeout_ms}, {"force", s.force_shutdown}};
   out["hash_chunk_size"] = s.hash_chunk_size;
+  out["hash_algorithm"] = std::string(ChunkHashAlgorithmName(s.hash_algorithm));
   return out;
 }
 
@@ -957,7 +960,8 @@ Status Read(const Json& o, const std::string& p, ExportSpec* s) {
     return Bad(Join(p, "hash_chunk_size"),
                "expected 0 (no hashing) or a multiple of 4096 from 4096 to 268435456");
   }
-  return Status::Ok();
+  return ReadEnum(o, p, "hash_algorithm", &s->hash_algorithm, kChunkHashAlgorithms,
+                  ChunkHashAlgorithmName, Need::kOptional);
 }
 
 OutJson ErrorJson(const Status& error) {
@@ -965,9 +969,9 @@ OutJson ErrorJson(const Status& error) {
   return {{"code", std::string(ErrorCodeWireName(error.code()))}, {"message", error.message()}};
 }
 
-OutJson J(const ExportDisk& d) {
+OutJson J(const ExportDisk& d, ChunkHashAlgorithm algorithm) {
   OutJson hashes = OutJson::array();
-  for (const Sha256Digest& h : d.chunk_hashes) hashes.push_back(ToHex(h));
+  for (const ChunkDigest& h : d.chunk_hashes) hashes.push_back(ChunkDigestHex(h, algorithm));
   return {{"id", d.id},
           {"uri", d.uri},
           {"size", d.size},
@@ -978,7 +982,7 @@ OutJson J(const ExportDisk& d) {
           {"chunk_hashes", std::move(hashes)}};
 }
 
-Status Read(const Json& o, const std::string& p, ExportDisk* d) {
+Status Read(const Json& o, const std::string& p, ExportDisk* d, ChunkHashAlgorithm algorithm) {
   FERRY_TRY(ExpectObject(o, p));
   FERRY_TRY(ReadString(o, p, "id", &d->id, Need::kRequired));
   if (d->id.empty()) return Bad(Join(p, "id"), "must not be empty");
@@ -993,7 +997,8 @@ Status Read(const Json& o, const std::string& p, ExportDisk* d) {
   return ReadArray(
       o, p, "chunk_hashes", kMaxChunkHashes, [&](const Json& item, const std::string& ip) {
         if (!item.is_string()) return Bad(ip, "expected a string");
-        Result<Sha256Digest> digest = DigestFromHex(item.get_ref<const std::string&>(), ip);
+        Result<ChunkDigest> digest =
+            DigestFromHex(item.get_ref<const std::string&>(), ip, algorithm);
         if (!digest.ok()) return Status::InvalidArgument(digest.status().message());
         d->chunk_hashes.push_back(*digest);
         return Status::Ok();
@@ -1002,7 +1007,7 @@ Status Read(const Json& o, const std::string& p, ExportDisk* d) {
 
 OutJson J(const ExportInfo& e) {
   OutJson disks = OutJson::array();
-  for (const ExportDisk& d : e.disks) disks.push_back(J(d));
+  for (const ExportDisk& d : e.disks) disks.push_back(J(d, e.spec.hash_algorithm));
   return {{"id", e.id},
           {"state", std::string(agent::ExportStateName(e.state))},
           {"spec", e.spec.id.empty() ? OutJson(nullptr) : J(e.spec)},
@@ -1031,7 +1036,7 @@ Status Read(const Json& o, const std::string& p, ExportInfo* e) {
   FERRY_TRY(ReadVmDescription(o, p, "vm", &e->vm, Need::kOptional));
   FERRY_TRY(ReadArray(o, p, "disks", kMaxExportDisks, [&](const Json& item, const std::string& ip) {
     ExportDisk d;
-    FERRY_TRY(Read(item, ip, &d));
+    FERRY_TRY(Read(item, ip, &d, e->spec.hash_algorithm));
     e->disks.push_back(std::move(d));
     return Status::Ok();
   }));

@@ -420,7 +420,7 @@ TEST(AgentJson, ExportSpecRoundTrip) {
   vm.vm = "g1";
   const std::string text = ToJson(vm);
   EXPECT_EQ(text, R"({"id":"m-1","vm":"g1","shutdown":{"enabled":true,"timeout_ms":120000,)"
-                  R"("force":true},"hash_chunk_size":4194304})");
+                  R"("force":true},"hash_chunk_size":4194304,"hash_algorithm":"sha256"})");
   agent::ExportSpec back;
   ASSERT_TRUE(FromJson(text, &back).ok());
   EXPECT_EQ(back, vm);
@@ -440,6 +440,35 @@ TEST(AgentJson, ExportSpecRoundTrip) {
   EXPECT_EQ(back.shutdown_timeout_ms, 120000);
   EXPECT_TRUE(back.force_shutdown);
   EXPECT_EQ(back.hash_chunk_size, 4u << 20);
+  EXPECT_EQ(back.hash_algorithm, ChunkHashAlgorithm::kSha256);  // a spec from before xxh3-128
+  ASSERT_TRUE(FromJson(R"({"id":"m-3","vm":"g2","hash_algorithm":"xxh3-128"})", &back).ok());
+  EXPECT_EQ(back.hash_algorithm, ChunkHashAlgorithm::kXxh3_128);
+  Status bad = FromJson(R"({"id":"m-3","vm":"g2","hash_algorithm":"md5"})", &back);
+  EXPECT_FALSE(bad.ok());
+  EXPECT_NE(bad.message().find("hash_algorithm"), std::string::npos) << bad.message();
+}
+
+// An export hashed with xxh3-128 carries 32-digit hashes; 64-digit ones are refused there.
+TEST(AgentJson, ExportInfoHashesFollowTheSpecsAlgorithm) {
+  agent::ExportInfo in = SampleExport();
+  in.spec.hash_algorithm = ChunkHashAlgorithm::kXxh3_128;
+  for (ChunkDigest& d : in.disks[0].chunk_hashes) std::fill(d.begin() + 16, d.end(), 0);
+  const std::string text = ToJson(in);
+  const std::string h0 = ChunkDigestHex(in.disks[0].chunk_hashes[0], ChunkHashAlgorithm::kXxh3_128);
+  ASSERT_EQ(h0.size(), 32u);
+  EXPECT_NE(text.find("\"chunk_hashes\":[\"" + h0 + "\""), std::string::npos) << text;
+  agent::ExportInfo out;
+  Status s = FromJson(text, &out);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(out.disks[0].chunk_hashes, in.disks[0].chunk_hashes);
+  std::string sha_len = ToJson(SampleExport());
+  const std::string key = "\"hash_algorithm\":\"sha256\"";
+  ASSERT_NE(sha_len.find(key), std::string::npos) << sha_len;
+  sha_len.replace(sha_len.find(key), key.size(), "\"hash_algorithm\":\"xxh3-128\"");
+  s = FromJson(sha_len, &out);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.message(),
+            "disks[0].chunk_hashes[0]: expected 32 hex digits (xxh3-128), got 64 characters");
 }
 
 TEST(AgentJson, ExportInfoRoundTrip) {
@@ -552,7 +581,7 @@ TEST(AgentJson, BadExportsAndSharesNameTheField) {
   Status bad_hash = info_error(replaced(h1, "abc"));
   EXPECT_EQ(bad_hash.code(), ErrorCode::kInvalidArgument);
   EXPECT_EQ(bad_hash.message(),
-            "disks[0].chunk_hashes[1]: expected 64 hex digits, got 3 characters");
+            "disks[0].chunk_hashes[1]: expected 64 hex digits (sha256), got 3 characters");
   EXPECT_EQ(info_error(replaced("\"" + h1 + "\"", "7")).message(),
             "disks[0].chunk_hashes[1]: expected a string");
   EXPECT_EQ(info_error(replaced("\"state\":\"serving\"", "\"state\":\"open\"")).message(),

@@ -4,9 +4,12 @@
 // restored; it is deprecated in 3.0 but present. Keep its use inside this file.
 #define OPENSSL_SUPPRESS_DEPRECATED 1
 #include <openssl/sha.h>
+#include <xxhash.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
+#include <new>
 
 namespace ferry {
 namespace {
@@ -128,6 +131,74 @@ std::string ToHex(std::span<const uint8_t> bytes) {
     s.push_back(kDigits[b & 15]);
   }
   return s;
+}
+
+std::string_view ChunkHashAlgorithmName(ChunkHashAlgorithm a) {
+  return a == ChunkHashAlgorithm::kXxh3_128 ? "xxh3-128" : "sha256";
+}
+
+bool ChunkHashAlgorithmFromName(std::string_view name, ChunkHashAlgorithm* out) {
+  if (name == "sha256") {
+    *out = ChunkHashAlgorithm::kSha256;
+  } else if (name == "xxh3-128") {
+    *out = ChunkHashAlgorithm::kXxh3_128;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+size_t ChunkDigestSize(ChunkHashAlgorithm a) {
+  return a == ChunkHashAlgorithm::kXxh3_128 ? 16 : 32;
+}
+
+std::string ChunkDigestHex(const ChunkDigest& d, ChunkHashAlgorithm a) {
+  return ToHex(std::span<const uint8_t>(d.data(), ChunkDigestSize(a)));
+}
+
+ChunkHasher::ChunkHasher(ChunkHashAlgorithm a) : algorithm_(a) {
+  if (a == ChunkHashAlgorithm::kSha256) {
+    sha_ = std::make_unique<Sha256>();
+  } else {
+    XXH3_state_t* state = XXH3_createState();
+    if (state == nullptr) throw std::bad_alloc();
+    XXH3_128bits_reset(state);
+    xxh_ = state;
+  }
+}
+
+ChunkHasher::~ChunkHasher() { XXH3_freeState(static_cast<XXH3_state_t*>(xxh_)); }
+
+void ChunkHasher::Update(std::span<const uint8_t> data) {
+  if (sha_ != nullptr) {
+    sha_->Update(data);
+  } else {
+    XXH3_128bits_update(static_cast<XXH3_state_t*>(xxh_), data.data(), data.size());
+  }
+}
+
+void ChunkHasher::UpdateZeros(uint64_t count) {
+  if (sha_ != nullptr) {
+    sha_->UpdateZeros(count);
+    return;
+  }
+  static const uint8_t zeros[1 << 16] = {};
+  while (count > 0) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(count, sizeof zeros));
+    XXH3_128bits_update(static_cast<XXH3_state_t*>(xxh_), zeros, n);
+    count -= n;
+  }
+}
+
+ChunkDigest ChunkHasher::Finish() {
+  if (sha_ != nullptr) return sha_->Finish();
+  // XXH128_canonicalFromHash gives the big-endian bytes `xxhsum -H2` prints.
+  XXH128_canonical_t canonical;
+  XXH128_canonicalFromHash(&canonical, XXH3_128bits_digest(static_cast<XXH3_state_t*>(xxh_)));
+  ChunkDigest d{};
+  static_assert(sizeof canonical.digest == 16);
+  std::memcpy(d.data(), canonical.digest, 16);
+  return d;
 }
 
 }  // namespace ferry

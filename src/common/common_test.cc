@@ -7,6 +7,7 @@
 #include <linux/magic.h>
 #include <random>
 #include <utility>
+#include <algorithm>
 #include <vector>
 
 #include "common/bytes.h"
@@ -72,6 +73,44 @@ TEST(ChecksumTest, UpdateZerosEqualsZeroBuffer) {
   Sha256 a;
   a.UpdateZeros(zeros.size());
   EXPECT_EQ(a.Finish(), Sha256::Of(zeros));
+}
+
+// Expected values from xxhsum 0.8.1 (`xxhsum -H2`), an independent implementation's output.
+TEST(ChecksumTest, ChunkHasherXxh3MatchesXxhsumAndSha256MatchesSha256) {
+  const std::vector<uint8_t> abc = {'a', 'b', 'c'};
+  ChunkHasher x(ChunkHashAlgorithm::kXxh3_128);
+  x.Update(abc);
+  ChunkDigest d = x.Finish();
+  EXPECT_EQ(ChunkDigestHex(d, ChunkHashAlgorithm::kXxh3_128), "06b05ab6733a618578af5f94892f3950");
+  EXPECT_TRUE(std::all_of(d.begin() + 16, d.end(), [](uint8_t b) { return b == 0; }));
+
+  // One million 'x' fed in uneven pieces.
+  const std::vector<uint8_t> xs(1000000, 'x');
+  ChunkHasher pieces(ChunkHashAlgorithm::kXxh3_128);
+  for (size_t off = 0, step = 1; off < xs.size(); off += step, step = step * 3 + 1) {
+    pieces.Update(std::span(xs).subspan(off, std::min(step, xs.size() - off)));
+  }
+  EXPECT_EQ(ChunkDigestHex(pieces.Finish(), ChunkHashAlgorithm::kXxh3_128),
+            "408b717d132ab248ef02eeb2d3625399");
+
+  ChunkHasher s(ChunkHashAlgorithm::kSha256);
+  s.Update(abc);
+  EXPECT_EQ(s.Finish(), Sha256::Of(abc));
+  EXPECT_EQ(ChunkDigestSize(ChunkHashAlgorithm::kSha256), 32u);
+
+  // UpdateZeros equals hashing a zero buffer, for both.
+  const std::vector<uint8_t> zeros(200000, 0);
+  for (ChunkHashAlgorithm a : {ChunkHashAlgorithm::kSha256, ChunkHashAlgorithm::kXxh3_128}) {
+    ChunkHasher z(a), b(a);
+    z.UpdateZeros(zeros.size());
+    b.Update(zeros);
+    EXPECT_EQ(z.Finish(), b.Finish()) << ChunkHashAlgorithmName(a);
+    ChunkHashAlgorithm back{};
+    ASSERT_TRUE(ChunkHashAlgorithmFromName(ChunkHashAlgorithmName(a), &back));
+    EXPECT_EQ(back, a);
+  }
+  ChunkHashAlgorithm none{};
+  EXPECT_FALSE(ChunkHashAlgorithmFromName("md5", &none));
 }
 
 TEST(BytesTest, IsAllZero) {

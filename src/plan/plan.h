@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/checksum.h"
 #include "common/status.h"
 #include "hypervisor/inventory.h"
 #include "sources/vm_description.h"
@@ -129,6 +130,9 @@ struct MigrationOptions {
   DeployMode deploy = DeployMode::kAuto;
   int priority = 0;
   VerifyMode verify = VerifyMode::kStream;
+  // The chunk digests the verification compares: xxh3-128 (fast; catches any accidental
+  // change) or sha256 (also holds against someone who can rewrite the NBD stream).
+  ChunkHashAlgorithm verify_hash = ChunkHashAlgorithm::kXxh3_128;
   uint64_t checkpoint_bytes = 256ull << 20;
   bool operator==(const MigrationOptions&) const = default;
 };

@@ -1128,7 +1128,7 @@ Status ReadOptions(const Reader& r, size_t node, MigrationOptions* out) {
   Reader::Fields f;
   FERRY_TRY(r.Map(node, "options",
                   {"start", "shutdown_source", "shutdown_timeout", "force_shutdown", "deploy",
-                   "priority", "verify", "checkpoint_interval"},
+                   "priority", "verify", "verify_hash", "checkpoint_interval"},
                   &f));
   for (const auto& [key, value] : f) {
     const std::string p = Join("options", key);
@@ -1155,6 +1155,10 @@ Status ReadOptions(const Reader& r, size_t node, MigrationOptions* out) {
       FERRY_TRY(r.Bool(value, p, &out->force_shutdown));
     } else if (key == "verify") {
       FERRY_TRY(r.Verify(value, p, &out->verify));
+    } else if (key == "verify_hash") {
+      std::string v;
+      FERRY_TRY(r.OneOf(value, p, {"xxh3-128", "sha256"}, &v));
+      ChunkHashAlgorithmFromName(v, &out->verify_hash);
     } else if (key == "shutdown_timeout") {
       FERRY_TRY(r.Duration(value, p, 0, kMaxDurationMs, &out->shutdown_timeout_ms));
     } else if (key == "deploy") {
@@ -1293,6 +1297,7 @@ std::string PlanToJson(const PlanDocument& plan) {
   options["deploy"] = o.deploy == DeployMode::kManual ? "manual" : "auto";
   options["priority"] = o.priority;
   options["verify"] = std::string(VerifyModeName(o.verify));
+  options["verify_hash"] = std::string(ChunkHashAlgorithmName(o.verify_hash));
   options["checkpoint_interval"] = o.checkpoint_bytes;
   j["options"] = options;
   return j.dump(-1, ' ', false, OrderedJson::error_handler_t::replace);

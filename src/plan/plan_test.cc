@@ -230,6 +230,17 @@ TEST(ParsePlanTest, VerifyModes) {
   EXPECT_TRUE(Has(ErrorOf(base + "options: {verify: [true]}\n"), "got a list"));
 }
 
+TEST(ParsePlanTest, VerifyHash) {
+  const std::string base = "name: s\nsource: {host: h1}\ntarget: {host: h2}\nvms: [{name: g1}]\n";
+  EXPECT_EQ(MustParse(base).options.verify_hash, ChunkHashAlgorithm::kXxh3_128);
+  const PlanDocument p = MustParse(base + "options: {verify_hash: sha256}\n");
+  EXPECT_EQ(p.options.verify_hash, ChunkHashAlgorithm::kSha256);
+  EXPECT_TRUE(Has(PlanToJson(p), R"("verify_hash":"sha256")")) << PlanToJson(p);
+  EXPECT_EQ(*ParsePlan(PlanToJson(p)), p);
+  EXPECT_EQ(ErrorOf(base + "options: {verify_hash: md5}\n"),
+            "options.verify_hash: expected one of xxh3-128, sha256, got \"md5\"");
+}
+
 TEST(ParsePlanTest, Sizes) {
   auto memory = [](const std::string& v) {
     return MustParse(WithTarget("memory: " + v)).vms[1].target.memory_bytes.value_or(0);

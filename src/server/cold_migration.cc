@@ -95,6 +95,7 @@ std::string ToJson(const ColdOptions& o) {
             {"shutdown_timeout_ms", o.shutdown_timeout_ms},
             {"force_shutdown", o.force_shutdown},
             {"verify", std::string(plan::VerifyModeName(o.verify))},
+            {"verify_hash", std::string(ChunkHashAlgorithmName(o.verify_hash))},
             {"deploy_auto", o.deploy_auto},
             {"checkpoint_bytes", o.checkpoint_bytes},
             {"copy_pools", o.copy_pools}};
@@ -123,6 +124,12 @@ Result<ColdOptions> ParseColdOptions(const std::string& json_text) {
   FERRY_TRY(ReadNumber(j, "shutdown_timeout_ms", &o.shutdown_timeout_ms));
   FERRY_TRY(ReadBool(j, "force_shutdown", &o.force_shutdown));
   FERRY_TRY(ReadVerify(j, "verify", &o.verify));
+  o.verify_hash = ChunkHashAlgorithm::kSha256;  // absent: a record from before xxh3-128
+  if (j.contains("verify_hash")) {
+    std::string name;
+    FERRY_TRY(ReadString(j, "verify_hash", &name));
+    if (!ChunkHashAlgorithmFromName(name, &o.verify_hash)) return Bad("verify_hash", "xxh3-128 or sha256");
+  }
   FERRY_TRY(ReadBool(j, "deploy_auto", &o.deploy_auto));
   FERRY_TRY(ReadNumber(j, "checkpoint_bytes", &o.checkpoint_bytes));
   auto pools = j.find("copy_pools");
@@ -154,6 +161,7 @@ ColdOptions MakeColdOptions(const std::string& plan_id, const plan::PlanDocument
   o.shutdown_timeout_ms = plan.options.shutdown_timeout_ms;
   o.force_shutdown = plan.options.force_shutdown;
   o.verify = plan.options.verify;
+  o.verify_hash = plan.options.verify_hash;
   o.deploy_auto = plan.options.deploy == plan::DeployMode::kAuto;
   o.checkpoint_bytes = plan.options.checkpoint_bytes;
   for (const plan::TargetDisk& d : vm.disks) {
@@ -188,9 +196,11 @@ agent::MigrationJobSpec ColdJobSpecFor(const std::string& migration_id, int atte
   c.export_spec.shutdown = o.shutdown;
   c.export_spec.shutdown_timeout_ms = o.shutdown_timeout_ms;
   c.export_spec.force_shutdown = o.force_shutdown;
-  c.export_spec.hash_chunk_size = kHashChunkSize;  // hashed even without verify: it is cheap
-                                                   // next to the copy, and a retried spec
-                                                   // must equal the export already made
+  // The source hashes its disks only for a verification: hashing costs a core for as long as
+  // the copy runs. The verify mode is fixed for the migration, so a retried spec still equals
+  // the export an earlier attempt made.
+  c.export_spec.hash_chunk_size = o.verify == plan::VerifyMode::kOff ? 0 : kHashChunkSize;
+  c.export_spec.hash_algorithm = o.verify_hash;
   c.target_type = o.target_type;
   c.target_share = o.target_share;
   c.vm = o.vm;

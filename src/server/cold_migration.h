@@ -42,6 +42,8 @@ struct ColdOptions {
   int64_t shutdown_timeout_ms = 120000;
   bool force_shutdown = true;
   plan::VerifyMode verify = plan::VerifyMode::kStream;
+  // A stored record without it predates xxh3-128 and reads as sha256 (its export hashed so).
+  ChunkHashAlgorithm verify_hash = ChunkHashAlgorithm::kXxh3_128;
   bool deploy_auto = true;
   uint64_t checkpoint_bytes = 256ull << 20;
   // The limits' pool key of each disk: "HOST/POOL", or "HOST/share:NAME" (limits.h).

@@ -468,9 +468,17 @@ TEST(ColdMigrationTest, OptionsRoundTripAndJobSpecs) {
   EXPECT_EQ(back->vm, vm);
   EXPECT_EQ(back->checkpoint_bytes, 64 * kMiB);
   EXPECT_EQ(back->verify, plan::VerifyMode::kOff);
-  // Records stored before the verify modes have a boolean.
+  EXPECT_EQ(back->verify_hash, ChunkHashAlgorithm::kXxh3_128);  // the plans' default
+  // Records stored before the verify modes have a boolean; before xxh3-128, no verify_hash.
   {
     nlohmann::json old = nlohmann::json::parse(ToJson(o));
+    old.erase("verify_hash");
+    Result<ColdOptions> sha = ParseColdOptions(old.dump());
+    ASSERT_TRUE(sha.ok()) << sha.status().ToString();
+    EXPECT_EQ(sha->verify_hash, ChunkHashAlgorithm::kSha256);
+    old["verify_hash"] = "crc";
+    EXPECT_EQ(ParseColdOptions(old.dump()).status().code(), ErrorCode::kCorrupt);
+    old.erase("verify_hash");
     old["verify"] = true;
     Result<ColdOptions> legacy = ParseColdOptions(old.dump());
     ASSERT_TRUE(legacy.ok()) << legacy.status().ToString();
@@ -490,6 +498,15 @@ TEST(ColdMigrationTest, OptionsRoundTripAndJobSpecs) {
   EXPECT_EQ(first.cold.export_spec.vm, "g1");
   EXPECT_EQ(first.cold.source, src);
   EXPECT_FALSE(first.cold.deploy_auto);
+  // verify: off asks the source for no hashes; otherwise the plan's algorithm.
+  EXPECT_EQ(first.cold.export_spec.hash_chunk_size, 0u);
+  {
+    ColdOptions on = *back;
+    on.verify = plan::VerifyMode::kStream;
+    agent::MigrationJobSpec s = ColdJobSpecFor("m-1", 1, "g1", on, src, false);
+    EXPECT_EQ(s.cold.export_spec.hash_chunk_size, 4u << 20);
+    EXPECT_EQ(s.cold.export_spec.hash_algorithm, ChunkHashAlgorithm::kXxh3_128);
+  }
   agent::MigrationJobSpec third = ColdJobSpecFor("m-1", 3, "g1", *back, src, true);
   EXPECT_EQ(third.id, "m-1.a3");
   EXPECT_EQ(third.cold.export_spec, first.cold.export_spec);  // the same export every time

@@ -27,7 +27,11 @@ std::string Identity(const ConvertRequest& r, const ImageInfo& src, const std::s
     << "compression=" << r.create.compression << "\n"
     << "preallocate=" << r.create.preallocate << "\n"
     << "chunk_size=" << chunk << "\n"
-    << "hash=" << (!r.copy.hash ? "0" : r.copy.hash_whole_disk ? "1" : "chunks") << "\n";
+    << "hash=" << (!r.copy.hash ? "0" : r.copy.hash_whole_disk ? "1" : "chunks")
+    << (r.copy.hash && r.copy.chunk_hash != ChunkHashAlgorithm::kSha256
+            ? "-" + std::string(ChunkHashAlgorithmName(r.copy.chunk_hash))
+            : "")
+    << "\n";
   return s.str();
 }
 
@@ -48,7 +52,7 @@ Status WriteManifest(Env* env, const std::string& path, const ConvertRequest& r,
   nlohmann::json j;
   j["format"] = "ferry-manifest";
   j["version"] = 1;
-  j["algorithm"] = "sha256";
+  j["algorithm"] = std::string(ChunkHashAlgorithmName(r.copy.chunk_hash));
   j["virtual_size"] = src.size();
   j["chunk_size"] = copy.chunk_size;
   j["source"] = r.source;
@@ -56,7 +60,7 @@ Status WriteManifest(Env* env, const std::string& path, const ConvertRequest& r,
   j["target_format"] = std::string(FormatName(r.target_format));
   j["disk_sha256"] = copy.disk_sha256 ? ToHex(*copy.disk_sha256) : "";
   auto& chunks = j["chunks"] = nlohmann::json::array();
-  for (const auto& h : copy.chunk_hashes) chunks.push_back(ToHex(h));
+  for (const auto& h : copy.chunk_hashes) chunks.push_back(ChunkDigestHex(h, r.copy.chunk_hash));
   std::string text = j.dump(1) + "\n";
   std::string tmp = path + ".tmp";
   FERRY_ASSIGN_OR_RETURN(auto file, env->Open(tmp, OpenMode::kCreateTruncate));

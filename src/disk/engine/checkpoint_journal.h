@@ -27,7 +27,7 @@ struct CheckpointRecord {
   uint64_t frontier = 0;   // bytes of virtual disk, from 0, durable on the target
   std::vector<uint8_t> sink_state;   // BlockSink::Checkpoint() blob
   std::vector<uint8_t> hash_state;   // Sha256::SaveState() of the whole-disk hash, or empty
-  std::vector<Sha256Digest> chunk_hashes;  // chunks newly below the frontier, in order
+  std::vector<ChunkDigest> chunk_hashes;  // chunks newly below the frontier, in order
 };
 
 class CheckpointJournal {
@@ -45,7 +45,7 @@ class CheckpointJournal {
   // The last valid checkpoint, or null if none was recorded.
   const CheckpointRecord* last() const { return has_last_ ? &last_ : nullptr; }
   // Hashes of all chunks below the last frontier, in order (concatenated from every record).
-  const std::vector<Sha256Digest>& chunk_hashes() const { return all_chunk_hashes_; }
+  const std::vector<ChunkDigest>& chunk_hashes() const { return all_chunk_hashes_; }
 
   // Appends a record and makes it durable. Sets record.sequence.
   Status Append(CheckpointRecord record);
@@ -61,7 +61,7 @@ class CheckpointJournal {
   uint64_t end_ = 0;  // offset after the last valid record
   bool has_last_ = false;
   CheckpointRecord last_;
-  std::vector<Sha256Digest> all_chunk_hashes_;
+  std::vector<ChunkDigest> all_chunk_hashes_;
 };
 
 }  // namespace ferry

@@ -27,7 +27,7 @@ class HashRun {
         n_chunks_(DivRoundUp(size_, chunk_size)),
         digests_(n_chunks_) {}
 
-  Result<std::vector<Sha256Digest>> Run() {
+  Result<std::vector<ChunkDigest>> Run() {
     const int workers = static_cast<int>(
         std::clamp<uint64_t>(static_cast<uint64_t>(std::clamp(options_.workers, 1, kMaxWorkers)), 1,
                              std::max<uint64_t>(n_chunks_, 1)));
@@ -64,7 +64,7 @@ class HashRun {
   }
 
   Status HashChunk(uint64_t off, uint64_t len, std::unique_ptr<uint8_t[]>* buffer,
-                   std::vector<Extent>* extents, Sha256Digest* out) {
+                   std::vector<Extent>* extents, ChunkDigest* out) {
     extents->clear();
     FERRY_TRY(source_.Extents(off, len, extents));
     FERRY_TRY(CheckCoverage(*extents, off, len));
@@ -89,7 +89,7 @@ class HashRun {
       *out = zeros_.Of(len);
       return Status::Ok();
     }
-    Sha256 h;
+    ChunkHasher h(options_.algorithm);
     for (const Extent& e : *extents) {
       if (e.kind == ExtentKind::kData) {
         h.Update(std::span<const uint8_t>(buf + (e.offset - off), e.length));
@@ -134,8 +134,8 @@ class HashRun {
   const uint64_t size_;
   const uint64_t n_chunks_;
   // Each worker writes only the slots of the indexes it took; read after every join.
-  std::vector<Sha256Digest> digests_;
-  ZeroDigests zeros_;
+  std::vector<ChunkDigest> digests_;
+  ZeroDigests zeros_{options_.algorithm};
   std::atomic<uint64_t> next_{0};
   std::atomic<uint64_t> hashed_{0};
   std::atomic<bool> failed_{false};
@@ -152,8 +152,8 @@ int HexValue(char c) {
 
 }  // namespace
 
-Result<std::vector<Sha256Digest>> HashChunks(BlockSource& source, uint64_t chunk_size,
-                                             const HashChunksOptions& options) {
+Result<std::vector<ChunkDigest>> HashChunks(BlockSource& source, uint64_t chunk_size,
+                                            const HashChunksOptions& options) {
   if (chunk_size == 0 || chunk_size > kMaxChunkSize) {
     return Status::InvalidArgument("hash chunk size " + std::to_string(chunk_size) +
                                    ": expected 1 to " + std::to_string(kMaxChunkSize) + " bytes");
@@ -162,24 +162,27 @@ Result<std::vector<Sha256Digest>> HashChunks(BlockSource& source, uint64_t chunk
   return run.Run();
 }
 
-Sha256Digest ZeroDigests::Of(uint64_t length) {
+ChunkDigest ZeroDigests::Of(uint64_t length) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [len, digest] : cache_) {
     if (len == length) return digest;
   }
-  Sha256 h;
+  ChunkHasher h(algorithm_);
   h.UpdateZeros(length);
   cache_.emplace_back(length, h.Finish());
   return cache_.back().second;
 }
 
-Result<Sha256Digest> DigestFromHex(std::string_view hex, const std::string& where) {
-  Sha256Digest d{};
-  if (hex.size() != 2 * d.size()) {
-    return Status::Corrupt(where + ": expected 64 hex digits, got " + std::to_string(hex.size()) +
-                           " characters");
+Result<ChunkDigest> DigestFromHex(std::string_view hex, const std::string& where,
+                                  ChunkHashAlgorithm algorithm) {
+  ChunkDigest d{};
+  const size_t n = ChunkDigestSize(algorithm);
+  if (hex.size() != 2 * n) {
+    return Status::Corrupt(where + ": expected " + std::to_string(2 * n) + " hex digits (" +
+                           std::string(ChunkHashAlgorithmName(algorithm)) + "), got " +
+                           std::to_string(hex.size()) + " characters");
   }
-  for (size_t i = 0; i < d.size(); ++i) {
+  for (size_t i = 0; i < n; ++i) {
     const int hi = HexValue(hex[2 * i]);
     const int lo = HexValue(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) {

@@ -84,11 +84,13 @@ DeclaredSource MakeDisk(uint64_t size, uint32_t seed) {
   return DeclaredSource(std::move(bytes), std::move(extents));
 }
 
-std::vector<Sha256Digest> CopyDiskHashes(BlockSource& source, uint64_t chunk) {
+std::vector<ChunkDigest> CopyDiskHashes(BlockSource& source, uint64_t chunk,
+                                        ChunkHashAlgorithm algorithm = ChunkHashAlgorithm::kSha256) {
   DiscardSink sink(source.size());
   CopyOptions opts;
   opts.chunk_size = chunk;
   opts.hash = true;
+  opts.chunk_hash = algorithm;
   Result<CopyResult> r = CopyDisk(source, sink, opts);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   return r.ok() ? r->chunk_hashes : std::vector<Sha256Digest>{};
@@ -106,6 +108,35 @@ TEST(ChunkHashTest, EqualsCopyDiskChunkHashesAndNeverReadsHoles) {
     ASSERT_EQ(hashes->size(), DivRoundUp(disk.size(), chunk));
     EXPECT_EQ(*hashes, CopyDiskHashes(disk, chunk)) << "chunk " << chunk;
   }
+}
+
+// The cold migration's default: the target's copy engine and the source's HashChunks must
+// agree on XXH3-128 too, holes and all, and differ from the SHA-256 digests.
+TEST(ChunkHashTest, Xxh3DigestsEqualCopyDiskAndTheirOwnBytes) {
+  DeclaredSource disk = MakeDisk(45 * 64 * 1024 + 4096, 7);
+  const uint64_t chunk = 128 << 10;
+  HashChunksOptions opts;
+  opts.workers = 3;
+  opts.algorithm = ChunkHashAlgorithm::kXxh3_128;
+  Result<std::vector<ChunkDigest>> hashes = HashChunks(disk, chunk, opts);
+  ASSERT_TRUE(hashes.ok()) << hashes.status().ToString();
+  EXPECT_EQ(*hashes, CopyDiskHashes(disk, chunk, ChunkHashAlgorithm::kXxh3_128));
+  EXPECT_NE(*hashes, CopyDiskHashes(disk, chunk));
+  std::vector<uint8_t> all(disk.size());
+  ASSERT_TRUE(disk.Read(0, all).ok());
+  for (size_t i = 0; i < hashes->size(); ++i) {
+    const uint64_t off = i * chunk, len = std::min<uint64_t>(chunk, all.size() - off);
+    ChunkHasher h(ChunkHashAlgorithm::kXxh3_128);
+    h.Update(std::span(all).subspan(off, len));
+    EXPECT_EQ((*hashes)[i], h.Finish()) << "chunk " << i;
+  }
+  // Hex of the other algorithm's length is refused, naming the algorithm.
+  const std::string hex = ChunkDigestHex((*hashes)[0], ChunkHashAlgorithm::kXxh3_128);
+  EXPECT_EQ(hex.size(), 32u);
+  EXPECT_EQ(*DigestFromHex(hex, "h", ChunkHashAlgorithm::kXxh3_128), (*hashes)[0]);
+  Result<ChunkDigest> wrong = DigestFromHex(hex, "d[0]", ChunkHashAlgorithm::kSha256);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().message(), "d[0]: expected 64 hex digits (sha256), got 32 characters");
 }
 
 TEST(ChunkHashTest, EachDigestIsTheSha256OfItsChunk) {
@@ -230,7 +261,7 @@ TEST(ChunkHashTest, DigestFromHexRoundTrips) {
   Result<Sha256Digest> short_one = DigestFromHex("abcd", "disks[0].chunk_hashes[3]");
   EXPECT_EQ(short_one.status().code(), ErrorCode::kCorrupt);
   EXPECT_EQ(short_one.status().message(),
-            "disks[0].chunk_hashes[3]: expected 64 hex digits, got 4 characters");
+            "disks[0].chunk_hashes[3]: expected 64 hex digits (sha256), got 4 characters");
   std::string bad = ToHex(d);
   bad[10] = 'g';
   EXPECT_EQ(DigestFromHex(bad, "h").status().message(), "h: not a hex digit at position 10");

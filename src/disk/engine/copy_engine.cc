@@ -29,7 +29,7 @@ struct Slot {
   std::unique_ptr<uint8_t[]> buffer;
   std::vector<Piece> pieces;
   std::vector<Extent> extents;
-  Sha256Digest hash{};
+  ChunkDigest hash{};
   uint64_t offset = 0;
   bool ready = false;
 };
@@ -240,9 +240,9 @@ class CopyRun {
         if (p.kind == PieceKind::kData) all_zero = false;
       }
       if (all_zero) {
-        slot.hash = zero_digests_.Of(len);  // a hole: no 4 MiB of zeros through SHA-256
+        slot.hash = zero_digests_.Of(len);  // a hole: no 4 MiB of zeros through the hash
       } else {
-        Sha256 h;
+        ChunkHasher h(options_.chunk_hash);
         for (const auto& p : slot.pieces) {
           if (p.kind == PieceKind::kData) {
             h.Update({slot.buffer.get() + (p.offset - off), p.length});
@@ -378,7 +378,7 @@ class CopyRun {
   uint64_t size_ = 0, gran_ = 0, chunk_ = 0, n_chunks_ = 0;
   int workers_ = 1, window_ = 1;
   std::vector<Slot> slots_;
-  ZeroDigests zero_digests_;
+  ZeroDigests zero_digests_{options_.chunk_hash};
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -391,7 +391,7 @@ class CopyRun {
 
   // Committer thread only.
   Sha256 disk_hash_;
-  std::vector<Sha256Digest> chunk_hashes_;
+  std::vector<ChunkDigest> chunk_hashes_;
   uint64_t start_bytes_ = 0, last_checkpoint_bytes_ = 0, checkpoints_ = 0;
   int64_t start_ns_ = 0, last_checkpoint_ns_ = 0;
 

@@ -50,9 +50,10 @@ struct CopyOptions {
   uint64_t checkpoint_bytes = 1ull << 30;   // data bytes read between checkpoints
   double checkpoint_seconds = 30;           // or this long, whichever comes first
   uint64_t rate_limit = 0;           // bytes/s read from the source, 0 = unlimited
-  bool hash = false;                 // per-chunk and whole-disk SHA-256 of the virtual disk
+  bool hash = false;                 // per-chunk hashes and whole-disk SHA-256 of the virtual disk
   bool hash_whole_disk = true;       // with hash: also the whole-disk SHA-256 (one thread, in
                                      // order); false: the per-chunk hashes only
+  ChunkHashAlgorithm chunk_hash = ChunkHashAlgorithm::kSha256;  // of the per-chunk hashes
   CheckpointJournal* journal = nullptr;  // record checkpoints here (and resume from its last)
   std::function<void(const CopyProgress&)> on_progress;  // from the committer thread
   const std::atomic<bool>* cancel = nullptr;
@@ -63,7 +64,7 @@ struct CopyResult {
   CopyProgress progress;
   uint64_t chunk_size = 0;
   std::optional<Sha256Digest> disk_sha256;  // set when options.hash and hash_whole_disk
-  std::vector<Sha256Digest> chunk_hashes;   // one per chunk when options.hash
+  std::vector<ChunkDigest> chunk_hashes;    // one per chunk when options.hash (chunk_hash)
 };
 
 // Copies all of `source` to `sink` (which must be at least as large). If options.journal has
