@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <map>
 
 #include "cli/api_format.h"
@@ -66,6 +67,15 @@ Status PollOnce(const ApiClient& client, Watched& w, std::vector<EventRecord>* e
 
 }  // namespace
 
+int64_t PollPacer::Next(bool changed, int64_t eta_ms) {
+  if (changed || (eta_ms >= 0 && eta_ms <= 2 * poll_ms_)) {
+    quick_ms_ = kFirstQuickMs;
+  } else if (quick_ms_ > 0) {
+    quick_ms_ = quick_ms_ * 2 < poll_ms_ ? quick_ms_ * 2 : 0;
+  }
+  return quick_ms_ > 0 ? std::min(quick_ms_, poll_ms_) : poll_ms_;
+}
+
 std::string MigrationPath(const std::string& id) {
   return "/api/v1/migrations/" + api::UrlEncode(id);
 }
@@ -83,9 +93,12 @@ Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, Ou
   for (const std::string& id : ids) watched.push_back(Watched{.id = id});
   const bool several = watched.size() > 1;
   ProgressLine progress(mode);
+  PollPacer pacer(options.poll_ms);
   int64_t last_success_ns = options.clock->NowNanos();
   for (;;) {
     std::string line;
+    bool changed = false;
+    int64_t eta_ms = -1;
     for (Watched& w : watched) {
       if (w.done) continue;
       std::vector<EventRecord> events;
@@ -98,6 +111,10 @@ Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, Ou
       }
       last_success_ns = options.clock->NowNanos();
       w.done = w.record.IsFinal();
+      changed = changed || !events.empty();
+      if (w.record.progress.eta_ms >= 0 && (eta_ms < 0 || w.record.progress.eta_ms < eta_ms)) {
+        eta_ms = w.record.progress.eta_ms;
+      }
       if (mode == OutputMode::kJson) {
         std::vector<std::string> items;
         for (const EventRecord& e : events) items.push_back(e.json);
@@ -119,7 +136,7 @@ Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, Ou
     for (const Watched& w : watched) all_done = all_done && w.done;
     if (all_done) break;
     progress.Show(line);
-    options.clock->SleepNanos(options.poll_ms * kNanosPerMs);
+    options.clock->SleepNanos(pacer.Next(changed, eta_ms) * kNanosPerMs);
   }
   progress.Clear();
   std::vector<MigrationRecord> finals;
@@ -144,6 +161,7 @@ Result<PlanStatusRecord> WatchPlan(const ApiClient& client, OutputMode mode, con
                                    const WatchOptions& options) {
   ProgressLine progress(mode);
   std::map<std::string, std::string> last_seen;  // VM -> "state (phase)"
+  PollPacer pacer(options.poll_ms);
   int64_t last_success_ns = options.clock->NowNanos();
   PlanStatusRecord plan;
   for (;;) {
@@ -163,21 +181,27 @@ Result<PlanStatusRecord> WatchPlan(const ApiClient& client, OutputMode mode, con
     plan = std::move(*polled);
     if (mode == OutputMode::kJson) {
       std::printf("%s\n", JsonObject({{"type", JsonString("poll")}, {"plan", plan.json}}).c_str());
-    } else {
-      for (const PlanVmRecord& v : plan.vms) {
-        const std::string phase = v.phase.empty() ? v.progress.phase : v.phase;
-        const std::string now = v.state + (phase.empty() ? "" : " (" + phase + ")");
-        std::string& seen = last_seen[v.vm];
-        if (seen == now) continue;
-        seen = now;
-        progress.Clear();
-        std::printf("%s: %s\n", Printable(v.vm).c_str(), Printable(now).c_str());
+    }
+    bool changed = false;
+    int64_t eta_ms = -1;
+    for (const PlanVmRecord& v : plan.vms) {
+      if (v.progress.eta_ms >= 0 && (eta_ms < 0 || v.progress.eta_ms < eta_ms)) {
+        eta_ms = v.progress.eta_ms;
       }
+      const std::string phase = v.phase.empty() ? v.progress.phase : v.phase;
+      const std::string now = v.state + (phase.empty() ? "" : " (" + phase + ")");
+      std::string& seen = last_seen[v.vm];
+      if (seen == now) continue;
+      seen = now;
+      changed = true;
+      if (mode == OutputMode::kJson) continue;
+      progress.Clear();
+      std::printf("%s: %s\n", Printable(v.vm).c_str(), Printable(now).c_str());
     }
     std::fflush(stdout);
     if (plan.IsFinal()) break;
     progress.Show(FormatPlanProgressLine(plan));
-    options.clock->SleepNanos(options.poll_ms * kNanosPerMs);
+    options.clock->SleepNanos(pacer.Next(changed, eta_ms) * kNanosPerMs);
   }
   progress.Clear();
   if (mode == OutputMode::kJson) {
