@@ -68,7 +68,7 @@ Status PollOnce(const ApiClient& client, Watched& w, std::vector<EventRecord>* e
 }  // namespace
 
 int64_t PollPacer::Next(bool changed, int64_t eta_ms) {
-  if (changed || (eta_ms >= 0 && eta_ms <= 2 * poll_ms_)) {
+  if (changed || (eta_ms >= 0 && eta_ms <= 4 * poll_ms_)) {
     quick_ms_ = kFirstQuickMs;
   } else if (quick_ms_ > 0) {
     quick_ms_ = quick_ms_ * 2 < poll_ms_ ? quick_ms_ * 2 : 0;

@@ -32,7 +32,8 @@ struct WatchOptions {
 
 // When to poll next, as ferryd follows its agents (docs/control-plane.md): a migration ends in a
 // burst of changes (verifying, defining, done within tens of milliseconds), so after a poll that
-// saw a change, or while a copy's ETA is under two polls, the next polls come after 25, 50, 100
+// saw a change, or while a copy's ETA is under four polls (ferryd's record may be a poll old, and
+// an ETA over a disk whose tail is holes overestimates), the next polls come after 25, 50, 100
 // ... ms up to poll_ms; otherwise every poll_ms. `--wait` then returns soon after the end
 // without polling fast all the time.
 class PollPacer {

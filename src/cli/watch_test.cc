@@ -28,8 +28,8 @@ TEST(PollPacerTest, AChangeIsFollowedAfter25ThenDoublingUpToPollMs) {
 
 TEST(PollPacerTest, ACopyAboutToEndIsPolledEvery25Ms) {
   PollPacer p(200);
-  EXPECT_EQ(p.Next(false, 401), 200);
-  EXPECT_EQ(p.Next(false, 400), 25);  // under two polls
+  EXPECT_EQ(p.Next(false, 801), 200);
+  EXPECT_EQ(p.Next(false, 800), 25);  // under four polls
   EXPECT_EQ(p.Next(false, 120), 25);
   EXPECT_EQ(p.Next(false, 0), 25);
   EXPECT_EQ(p.Next(false, -1), 50);  // the ETA is gone: back off again

@@ -405,7 +405,7 @@ agent::MigrationJobSpec Ferryd::SpecFor(const MigrationRecord& m, const Migratio
 void Ferryd::LoopMain() {
   // The end of a migration comes as a burst of phase changes (copying, verifying, defining,
   // done within tens of milliseconds), so after a change, or while a cold copy's ETA is under
-  // two polls, the loop looks again after 25 ms, then 50, 100 ... up to poll_ms: the end is
+  // four polls, the loop looks again after 25 ms, then 50, 100 ... up to poll_ms: the end is
   // seen soon without polling fast all the time.
   constexpr int64_t kQuickPollFirstMs = 25;
   int64_t quick_ms = 0;  // 0: not following closely

@@ -586,7 +586,7 @@ TEST_F(PlansTest, PhaseChangesAreFollowedSoonerThanPollMs) {
   EXPECT_LT(MsToComplete("quick", 12000), 8000) << "the loop waited a whole poll_ms between phases";
 }
 
-// A copy whose ETA is under two polls is followed closely even without phase changes: ten
+// A copy whose ETA is under four polls is followed closely even without phase changes: ten
 // polls of copying at a 2 s poll would take 20 s.
 TEST_F(PlansTest, ACopyAboutToEndIsFollowedClosely) {
   StartServer({}, /*poll_ms=*/2000);
