@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <map>
 
 #include "cli/api_format.h"
@@ -67,15 +66,6 @@ Status PollOnce(const ApiClient& client, Watched& w, std::vector<EventRecord>* e
 
 }  // namespace
 
-int64_t PollPacer::Next(bool changed, int64_t eta_ms) {
-  if (changed || (eta_ms >= 0 && eta_ms <= 4 * poll_ms_)) {
-    quick_ms_ = kFirstQuickMs;
-  } else if (quick_ms_ > 0) {
-    quick_ms_ = quick_ms_ * 2 < poll_ms_ ? quick_ms_ * 2 : 0;
-  }
-  return quick_ms_ > 0 ? std::min(quick_ms_, poll_ms_) : poll_ms_;
-}
-
 std::string MigrationPath(const std::string& id) {
   return "/api/v1/migrations/" + api::UrlEncode(id);
 }
@@ -112,9 +102,7 @@ Result<std::vector<MigrationRecord>> WatchMigrations(const ApiClient& client, Ou
       last_success_ns = options.clock->NowNanos();
       w.done = w.record.IsFinal();
       changed = changed || !events.empty();
-      if (w.record.progress.eta_ms >= 0 && (eta_ms < 0 || w.record.progress.eta_ms < eta_ms)) {
-        eta_ms = w.record.progress.eta_ms;
-      }
+      eta_ms = SoonerEta(eta_ms, w.record.progress.eta_ms);
       if (mode == OutputMode::kJson) {
         std::vector<std::string> items;
         for (const EventRecord& e : events) items.push_back(e.json);
@@ -185,9 +173,7 @@ Result<PlanStatusRecord> WatchPlan(const ApiClient& client, OutputMode mode, con
     bool changed = false;
     int64_t eta_ms = -1;
     for (const PlanVmRecord& v : plan.vms) {
-      if (v.progress.eta_ms >= 0 && (eta_ms < 0 || v.progress.eta_ms < eta_ms)) {
-        eta_ms = v.progress.eta_ms;
-      }
+      eta_ms = SoonerEta(eta_ms, v.progress.eta_ms);
       const std::string phase = v.phase.empty() ? v.progress.phase : v.phase;
       const std::string now = v.state + (phase.empty() ? "" : " (" + phase + ")");
       std::string& seen = last_seen[v.vm];

@@ -1,7 +1,7 @@
 // Following migrations until they end: `ferry watch`, `ferry migrate --wait`,
 // `ferry cancel --wait` (and plans: `ferry plan status --watch`, `ferry plan apply --wait`). Polls
-// ferryd every 200 ms, sooner around changes (PollPacer) (the migration, then its events after the last seen seq) and shows what
-// changed:
+// ferryd (the migration, then its events after the last seen seq) every 200 ms, sooner around
+// changes (PollPacer, common/poll_pacer.h), and shows what changed:
 //   text: new events on stdout as they arrive (prefixed "[vm] " when several are watched),
 //         a progress line on stderr when stderr is a terminal, and one outcome line per
 //         migration at the end;
@@ -19,6 +19,7 @@
 #include "cli/api_client.h"
 #include "cli/api_model.h"
 #include "common/clock.h"
+#include "common/poll_pacer.h"
 
 namespace ferry::cli {
 
@@ -28,24 +29,6 @@ struct WatchOptions {
   int64_t poll_ms = 200;
   int64_t retry_ms = 15'000;  // how long an unreachable ferryd is tolerated mid-watch
   Clock* clock = SystemClock();
-};
-
-// When to poll next, as ferryd follows its agents (docs/control-plane.md): a migration ends in a
-// burst of changes (verifying, defining, done within tens of milliseconds), so after a poll that
-// saw a change, or while a copy's ETA is under four polls (ferryd's record may be a poll old, and
-// an ETA over a disk whose tail is holes overestimates), the next polls come after 25, 50, 100
-// ... ms up to poll_ms; otherwise every poll_ms. `--wait` then returns soon after the end
-// without polling fast all the time.
-class PollPacer {
- public:
-  explicit PollPacer(int64_t poll_ms) : poll_ms_(poll_ms) {}
-  // The delay before the next poll, given what this poll saw.
-  int64_t Next(bool changed, int64_t eta_ms);
-
- private:
-  static constexpr int64_t kFirstQuickMs = 25;
-  int64_t poll_ms_;
-  int64_t quick_ms_ = 0;  // 0: not following closely
 };
 
 // Returns the final records, in the order of `ids`.

@@ -35,6 +35,17 @@ const Crc32cTable& Table() {
 
 constexpr uint32_t kShaStateVersion = 1;
 
+// Hands `count` zero bytes to `feed(pointer, length)` in pieces of a static zero buffer.
+template <typename Feed>
+void FeedZeros(uint64_t count, Feed feed) {
+  static const uint8_t zeros[1 << 16] = {};
+  while (count > 0) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(count, sizeof zeros));
+    feed(zeros, n);
+    count -= n;
+  }
+}
+
 }  // namespace
 
 uint32_t Crc32c(std::span<const uint8_t> data, uint32_t crc) {
@@ -81,12 +92,7 @@ void Sha256::Update(std::span<const uint8_t> data) {
 }
 
 void Sha256::UpdateZeros(uint64_t count) {
-  static const uint8_t zeros[1 << 16] = {};
-  while (count > 0) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(count, sizeof zeros));
-    SHA256_Update(&impl_->ctx, zeros, n);
-    count -= n;
-  }
+  FeedZeros(count, [this](const uint8_t* zeros, size_t n) { SHA256_Update(&impl_->ctx, zeros, n); });
 }
 
 Sha256Digest Sha256::Finish() {
@@ -156,7 +162,7 @@ std::string ChunkDigestHex(const ChunkDigest& d, ChunkHashAlgorithm a) {
   return ToHex(std::span<const uint8_t>(d.data(), ChunkDigestSize(a)));
 }
 
-ChunkHasher::ChunkHasher(ChunkHashAlgorithm a) : algorithm_(a) {
+ChunkHasher::ChunkHasher(ChunkHashAlgorithm a) {
   if (a == ChunkHashAlgorithm::kSha256) {
     sha_ = std::make_unique<Sha256>();
   } else {
@@ -182,12 +188,9 @@ void ChunkHasher::UpdateZeros(uint64_t count) {
     sha_->UpdateZeros(count);
     return;
   }
-  static const uint8_t zeros[1 << 16] = {};
-  while (count > 0) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(count, sizeof zeros));
+  FeedZeros(count, [this](const uint8_t* zeros, size_t n) {
     XXH3_128bits_update(static_cast<XXH3_state_t*>(xxh_), zeros, n);
-    count -= n;
-  }
+  });
 }
 
 ChunkDigest ChunkHasher::Finish() {

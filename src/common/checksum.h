@@ -77,8 +77,7 @@ class ChunkHasher {
   ChunkDigest Finish();
 
  private:
-  ChunkHashAlgorithm algorithm_;
-  std::unique_ptr<Sha256> sha_;
+  std::unique_ptr<Sha256> sha_;  // set for sha256
   void* xxh_ = nullptr;  // XXH3_state_t (kept inside checksum.cc)
 };
 

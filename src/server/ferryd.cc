@@ -8,6 +8,7 @@
 
 #include "api/agent_json.h"
 #include "api/errors.h"
+#include "common/poll_pacer.h"
 #include "server/ferryd_util.h"
 #include "server/limits.h"
 
@@ -403,25 +404,16 @@ agent::MigrationJobSpec Ferryd::SpecFor(const MigrationRecord& m, const Migratio
 }
 
 void Ferryd::LoopMain() {
-  // The end of a migration comes as a burst of phase changes (copying, verifying, defining,
-  // done within tens of milliseconds), so after a change, or while a cold copy's ETA is under
-  // four polls, the loop looks again after 25 ms, then 50, 100 ... up to poll_ms: the end is
-  // seen soon without polling fast all the time.
-  constexpr int64_t kQuickPollFirstMs = 25;
-  int64_t quick_ms = 0;  // 0: not following closely
+  // The end of a migration comes as a burst of phase changes, so after a change, or while a
+  // cold copy's ETA is close, the loop looks again sooner (PollPacer).
+  PollPacer pacer(config_.poll_ms);
   std::unique_lock<std::mutex> lock(loop_mu_);
   while (!stop_) {
     lock.unlock();
     follow_closely_ = false;
     Tick();
     lock.lock();
-    if (follow_closely_.load()) {
-      quick_ms = kQuickPollFirstMs;
-    } else if (quick_ms > 0) {
-      quick_ms = quick_ms * 2 < config_.poll_ms ? quick_ms * 2 : 0;
-    }
-    const int64_t wait_ms = quick_ms > 0 ? std::min<int64_t>(quick_ms, config_.poll_ms)
-                                         : config_.poll_ms;
+    const int64_t wait_ms = pacer.Next(follow_closely_.load(), /*eta_ms=*/-1);
     loop_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms),
                       [this] { return stop_ || woken_; });
     woken_ = false;

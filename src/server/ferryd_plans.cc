@@ -9,6 +9,7 @@
 #include <set>
 
 #include "api/agent_json.h"
+#include "common/poll_pacer.h"
 #include "api/errors.h"
 #include "server/ferryd.h"
 #include "server/ferryd_util.h"
@@ -886,13 +887,11 @@ void Ferryd::FollowCold(const MigrationRecord& m) {
     }
     current = true;
     pj.erase("agent_error");
-    // A copy about to end (its own ETA under four polls: an ETA over a disk whose tail is
-    // holes overestimates, the copy ended with 650 ms still "to go" in the cold bench): its
-    // verify and deploy follow within tens of milliseconds, so the loop follows it closely
-    // (LoopMain).
+    // A copy about to end: its verify and deploy follow within tens of milliseconds, so the
+    // loop follows it closely (LoopMain).
     if (j.state == api::AgentJobState::kRunning &&
         (j.progress.phase == "copying" || j.progress.phase == "verifying") &&
-        j.progress.eta_ms >= 0 && j.progress.eta_ms <= 4 * config_.poll_ms) {
+        PollPacer::EtaIsClose(j.progress.eta_ms, config_.poll_ms)) {
       follow_closely_ = true;
     }
     json prog = ParseOr(api::ToJson(j.progress), json::object());
